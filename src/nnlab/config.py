@@ -1,0 +1,75 @@
+"""Config-time helpers: resolvers the Hydra configs use, and validation of a composed config
+before any data is loaded or model built. Importing this module does not import torch."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def register_resolvers() -> None:
+    """Resolvers used by configs/hydra: `${nnlab.run_id:}` is a random id, fixed per process."""
+    run_id = secrets.token_hex(3)
+    OmegaConf.register_new_resolver("nnlab.run_id", lambda: run_id, replace=True)
+
+
+class ConfigError(ValueError):
+    """A composed config asks for something that cannot work."""
+
+
+def _choice(cfg: DictConfig, group: str, fallback: str) -> str:
+    """The option name a user picked for `group` (for messages), when Hydra knows it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices.get(group) or fallback)
+    except ValueError:  # HydraConfig not set: composed outside a Hydra app
+        return fallback
+
+
+def data_task(data_cfg: DictConfig | dict[str, Any]) -> str:
+    """The task a data config's datamodule declares, read from its class."""
+    from hydra.utils import get_class
+
+    target = data_cfg.get("_target_")
+    if not target:
+        raise ConfigError("the data config has no _target_ (the datamodule class)")
+    task = getattr(get_class(target), "task", None)
+    if task is None:
+        raise ConfigError(f"{target} declares no task (regression, binary or multiclass)")
+    return task
+
+
+def validate(cfg: DictConfig) -> str:
+    """Checks that data, model and loss can work together; returns the data's task.
+
+    Runs before anything is loaded or built, so a bad combination costs no time.
+    """
+    from hydra.utils import get_class
+
+    from nnlab.nn.activations import split_config
+    from nnlab.nn.init import check_config
+    from nnlab.nn.losses import resolve_name
+
+    task = data_task(cfg.data)
+    data_name = _choice(cfg, "data", cfg.data._target_.rsplit(".", 1)[-1])
+    model_target = cfg.model.get("_target_")
+    model_tasks = getattr(get_class(model_target), "tasks", None) if model_target else None
+    if model_tasks is not None and task not in model_tasks:
+        model_name = _choice(cfg, "model", model_target)
+        raise ConfigError(
+            f"model={model_name} cannot train data={data_name} (a {task} task); it trains "
+            f"{', '.join(model_tasks)} tasks. Pick another model (linear, mlp) or another data set."
+        )
+    try:
+        resolve_name(OmegaConf.to_container(cfg.get("loss"), resolve=True), task)
+        split_config(OmegaConf.to_container(cfg.activation, resolve=True))
+        check_config(OmegaConf.to_container(cfg.init, resolve=True))
+    except ValueError as e:
+        raise ConfigError(f"{e} (data={data_name} is a {task} task)") from None
+    batch_size = cfg.data.get("batch_size")
+    if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
+        raise ConfigError(f"data.batch_size must be a positive int or 'full', got {batch_size!r}")
+    return task

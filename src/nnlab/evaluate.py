@@ -1,0 +1,64 @@
+"""Evaluation of a checkpoint: rebuilds the module from the checkpoint alone, rebuilds its data
+(from the checkpoint's data config unless `data=` is given), tests, writes results.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab.run import (
+    hydra_choices,
+    instantiate_group,
+    print_metrics,
+    scalar_metrics,
+    seed_everything,
+    use_root_logging,
+    write_results,
+)
+from nnlab.tasks.base import TaskModule, module_class_path
+
+
+def load_module(ckpt_path: str | Path) -> TaskModule:
+    """The task module stored in a checkpoint written by train.py, on the CPU."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    cls = get_class(module_class_path(checkpoint))
+    return cls.load_from_checkpoint(path, map_location="cpu")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    use_root_logging()
+    module = load_module(cfg.ckpt_path)
+    data_cfg: Any = cfg.get("data") or module.hparams.data
+    if not data_cfg:
+        raise ValueError("the checkpoint records no data config; pass one with data=<option>")
+    seed_everything(cfg.get("seed"))
+    datamodule = instantiate(OmegaConf.create(data_cfg), _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if datamodule.spec != module.spec:
+        raise ValueError(
+            f"the data does not fit the checkpoint: it gives {datamodule.spec}, "
+            f"the model was trained on {module.spec}"
+        )
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
+    if trainer.is_global_zero:
+        write_results(
+            cfg.paths.output_dir,
+            {
+                "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+                "test": metrics,
+                "choices": hydra_choices(),
+                "output_dir": cfg.paths.output_dir,
+            },
+        )
+        print_metrics(f"test of {cfg.ckpt_path}", metrics)
+    return metrics

@@ -1,0 +1,1 @@
+"""Layers, activations, initializers and network builders."""

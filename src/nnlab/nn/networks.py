@@ -1,0 +1,109 @@
+"""Network builders. Sizes come from the data: `in_features` and `out_features` are passed in by
+the task module from the datamodule's spec, never typed in a config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from nnlab.nn.activations import Maxout, create_activation, split_config
+from nnlab.nn.init import gain, init_linear
+
+NORMS = {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
+
+
+class MLP(nn.Sequential):
+    """Flatten → [Linear → norm → activation → dropout] per hidden size → Linear.
+
+    With no hidden sizes this is Y = X Wᵀ + b: linear, logistic or softmax regression. Hidden
+    layers are initialised with the activation's gain, the output layer with gain 1 (it is
+    linear: the task's loss applies the sigmoid/softmax).
+    """
+
+    tasks: ClassVar[tuple[str, ...]] = ("regression", "binary", "multiclass")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_sizes: Sequence[int] = (),
+        activation: dict[str, Any] | None = None,
+        init: dict[str, Any] | None = None,
+        norm: str | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        act_name, act_options = split_config(activation)
+        if norm is not None and norm not in NORMS:
+            raise ValueError(f"model.norm must be null or one of {', '.join(NORMS)}, got {norm!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+        hidden_gain = gain(activation)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for size in hidden_sizes:
+            if act_name == "maxout":
+                maxout = Maxout(width, size, k=act_options.get("k", 2))
+                init_linear(maxout.linear, init, hidden_gain)
+                layers.append(maxout)
+                if norm:
+                    layers.append(NORMS[norm](size))
+            else:
+                linear = nn.Linear(width, size)
+                init_linear(linear, init, hidden_gain)
+                layers.append(linear)
+                if norm:
+                    layers.append(NORMS[norm](size))
+                layers.append(create_activation(activation, width=size))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        output = nn.Linear(width, out_features)
+        init_linear(output, init, gain=1.0)
+        layers.append(output)
+        super().__init__(*layers)
+
+
+class Perceptron(nn.Module):
+    """Rosenblatt's perceptron: ŷ = 1[w·x + b > 0], learnt by w := w + lr·(y − ŷ)·x.
+
+    `forward` returns the score w·x + b, so the binary metrics (accuracy at score > 0, AUROC)
+    apply unchanged; `rule_update` runs the rule over a batch, one sample after another.
+    """
+
+    tasks: ClassVar[tuple[str, ...]] = ("binary",)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int = 1,
+        lr: float = 1.0,
+        init: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if out_features != 1:
+            raise ValueError(f"the perceptron has one output unit, got out_features={out_features}")
+        self.lr = lr
+        self.linear = nn.Linear(in_features, 1)
+        init_linear(self.linear, init, gain=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+    @torch.no_grad()
+    def rule_update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Runs the learning rule over the batch, one sample after another, on a copy of (w, b).
+
+        Returns the total change (Δw, Δb) and the number of mistakes; the caller applies it.
+        """
+        w0, b0 = self.linear.weight[0], self.linear.bias[0]
+        w, b = w0.clone(), b0.clone()
+        mistakes = torch.zeros((), dtype=torch.long, device=x.device)
+        for xi, yi in zip(x.flatten(1), y.to(x.dtype), strict=True):
+            error = yi - (xi @ w + b > 0).to(x.dtype)  # y − ŷ ∈ {−1, 0, 1}
+            w += self.lr * error * xi
+            b += self.lr * error
+            mistakes += error.ne(0).long()
+        return (w - w0).unsqueeze(0), (b - b0).unsqueeze(0), mistakes

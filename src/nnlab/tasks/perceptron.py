@@ -1,0 +1,52 @@
+"""The perceptron learning rule as a LightningModule: manual optimization, no autograd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nnlab.nn.networks import Perceptron
+from nnlab.tasks.binary import BinaryTask
+
+
+class PerceptronTask(BinaryTask):
+    """Applies w := w + lr·(y − ŷ)·x sample by sample; stops once an epoch makes no mistake
+    (on linearly separable data it always does: the perceptron convergence theorem).
+
+    Logs train/mistakes (per epoch) besides the binary metrics; optimizer, scheduler and
+    loss configs do not apply (val/test still log the task's loss on the scores, as a gauge).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.net, Perceptron):
+            raise ValueError("PerceptronTask trains model=perceptron only")
+        self.automatic_optimization = False
+        self.register_buffer("epoch_mistakes", torch.zeros((), dtype=torch.long), persistent=False)
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_mistakes.zero_()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        delta_w, delta_b, mistakes = self.net.rule_update(x, y)
+        # The rule's change is applied by SGD(lr=1) as the "gradient" −Δ, so that Lightning
+        # counts a step (checkpointing, max_steps and logging key off optimizer steps).
+        optimizer = self.optimizers()
+        self.net.linear.weight.grad = -delta_w
+        self.net.linear.bias.grad = -delta_b
+        optimizer.step()
+        optimizer.zero_grad()
+        self.epoch_mistakes += mistakes
+        self.log("train/mistakes", mistakes.float(), on_step=False, on_epoch=True, reduce_fx="sum")
+        with torch.no_grad():
+            self._step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        # One host sync per epoch. Under DDP, Lightning stops only when every rank agrees.
+        if int(self.epoch_mistakes) == 0:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.net.parameters(), lr=1.0)

@@ -1,0 +1,109 @@
+"""Training: validate the config, build data, model and Trainer, fit, test the best
+checkpoint, and write results.json. train.py at the repository root calls `train`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nnlab.config import validate
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, spec: Any):
+    """The task module for the data's spec: the perceptron rule for model=perceptron, else the
+    task's gradient-trained module."""
+    from hydra.utils import get_class
+
+    from nnlab.nn.networks import Perceptron
+    from nnlab.tasks import BinaryTask, MulticlassTask, PerceptronTask, RegressionTask
+
+    if issubclass(get_class(cfg.model._target_), Perceptron):
+        cls = PerceptronTask
+    else:
+        cls = {"regression": RegressionTask, "binary": BinaryTask, "multiclass": MulticlassTask}[
+            spec.task
+        ]
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return cls(
+        spec=spec.to_dict(),
+        model=container["model"],
+        loss=container.get("loss"),
+        optimizer=container.get("optimizer"),
+        scheduler=container.get("scheduler") or None,
+        data=container["data"],
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fits and tests one run; returns the value of `optimized_metric` for sweepers."""
+    task = validate(cfg)
+
+    import lightning as L
+
+    from nnlab.run import (
+        hydra_choices,
+        instantiate_group,
+        log_config,
+        print_metrics,
+        scalar_metrics,
+        seed_everything,
+        use_root_logging,
+        write_results,
+    )
+    from nnlab.tasks.base import metric_mode
+
+    use_root_logging()
+    seed_everything(cfg.get("seed"))
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.spec)
+
+    with open_dict(cfg):
+        cfg.optimized_metric = cfg.get("optimized_metric") or module.monitor
+        cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
+    log.info("task=%s spec=%s", task, datamodule.spec)
+
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_config(loggers, cfg)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = scalar_metrics(trainer.callback_metrics)
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt = best or None  # no checkpoint (callbacks=none, fast_dev_run): the last weights
+    val_metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt)[0])
+    test_metrics = {}
+    if cfg.get("test"):
+        test_metrics = scalar_metrics(
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)[0]
+        )
+
+    value = val_metrics.get(cfg.optimized_metric)
+    results = {
+        "optimized_metric": cfg.optimized_metric,
+        "optimized_mode": cfg.optimized_mode,
+        "value": value,
+        "val": val_metrics,
+        "test": test_metrics,
+        "best_val_during_fit": fit_metrics.get(f"{module.monitor}_best"),
+        "epochs": trainer.current_epoch,
+        "ckpt_path": best or None,
+        "last_ckpt_path": getattr(trainer.checkpoint_callback, "last_model_path", None) or None,
+        "output_dir": cfg.paths.output_dir,
+        "choices": hydra_choices(),
+        "seed": cfg.get("seed"),
+        "spec": datamodule.spec.to_dict(),
+    }
+    if trainer.is_global_zero:
+        path = write_results(cfg.paths.output_dir, results)
+        print_metrics(f"{task}: best checkpoint", {**val_metrics, **test_metrics})
+        log.info("results: %s", path)
+    return value
