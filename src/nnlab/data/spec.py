@@ -9,6 +9,30 @@ TASKS = ("regression", "binary", "multiclass")
 
 
 @dataclass(frozen=True)
+class TargetScale:
+    """How a regression target y was turned into the training target t, so that metrics can be
+    reported in y's own units (dollars, for house prices):
+
+        t = (f(y) − mean) / std,  f = log if `log` else the identity,
+
+    with mean and std from the training split only.
+    """
+
+    mean: float
+    std: float
+    log: bool = False
+
+    def to_model_scale(self, t: Any) -> Any:
+        """f(y): the training target before standardization (log dollars when `log`)."""
+        return t * self.std + self.mean
+
+    def to_original(self, t: Any) -> Any:
+        """y, in the target's own units."""
+        u = self.to_model_scale(t)
+        return u.exp() if self.log else u
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """The task, the shape of one input and the number of network outputs.
 
@@ -20,6 +44,8 @@ class DataSpec:
     input_shape: tuple[int, ...]
     num_outputs: int
     class_names: tuple[str, ...] = field(default=())
+    # Regression only: how targets were scaled for training (None: used as given).
+    target_scale: TargetScale | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -45,4 +71,5 @@ class DataSpec:
             input_shape=tuple(d["input_shape"]),
             num_outputs=int(d["num_outputs"]),
             class_names=tuple(d.get("class_names", ())),
+            target_scale=TargetScale(**d["target_scale"]) if d.get("target_scale") else None,
         )

@@ -20,7 +20,7 @@ from nnlab.nn.losses import create_loss
 STAGES = ("train", "val", "test")
 # Direction of a metric, from the last part of its name (val/acc → acc).
 HIGHER_IS_BETTER = {"acc", "f1", "auroc", "r2"}
-LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes"}
+LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes", "rmse_orig", "mae_orig", "rmse_log"}
 
 
 def metric_mode(metric: str) -> str:

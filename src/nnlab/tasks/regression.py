@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import torch
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics.wrappers import MetricInputTransformer
 
+from nnlab.data.spec import TargetScale
 from nnlab.tasks.base import TaskModule
 
 
+class Rescaled(MetricInputTransformer):
+    """A metric computed on predictions and targets mapped back from the training scale:
+    to the original units (`log_scale=False`) or to the log scale of a log target."""
+
+    def __init__(self, metric: MeanSquaredError | MeanAbsoluteError, scale: TargetScale,
+                 log_scale: bool = False) -> None:  # fmt: skip
+        super().__init__(metric)
+        self.scale, self.log_scale = scale, log_scale
+
+    def _map(self, t: torch.Tensor) -> torch.Tensor:
+        # float64: exp of a log price in float32 would cost dollars of rounding.
+        t = t.double()
+        return self.scale.to_model_scale(t) if self.log_scale else self.scale.to_original(t)
+
+    def transform_pred(self, pred: torch.Tensor) -> torch.Tensor:
+        return self._map(pred)
+
+    def transform_target(self, target: torch.Tensor) -> torch.Tensor:
+        return self._map(target)
+
+
 class RegressionTask(TaskModule):
+    """Logs mse, mae and r2 on the training scale; when the data scaled its target (spec
+    `target_scale`), also rmse_orig and mae_orig in the target's own units (e.g. dollars) and,
+    for a log target, rmse_log (the RMSE of log values: Kaggle's house-price metric)."""
+
     task = "regression"
     monitor = "val/mse"
 
@@ -15,7 +43,16 @@ class RegressionTask(TaskModule):
         n = self.spec.num_outputs
         # Several targets: R² averaged over them; one target: the usual R².
         r2 = R2Score(multioutput="uniform_average") if n > 1 else R2Score()
-        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": r2})
+        metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": r2}
+        scale = self.spec.target_scale
+        if scale is not None:
+            metrics["rmse_orig"] = Rescaled(MeanSquaredError(squared=False), scale)
+            metrics["mae_orig"] = Rescaled(MeanAbsoluteError(), scale)
+            if scale.log:
+                metrics["rmse_log"] = Rescaled(MeanSquaredError(squared=False), scale, True)
+        # Compute groups share state between metrics whose states look alike; wrappers hold no
+        # state of their own, so grouping would leave all but one of them never updated.
+        return MetricCollection(metrics, compute_groups=False)
 
     def metric_inputs(self, output, y):
         return (output.squeeze(-1), y) if self.spec.num_outputs == 1 else (output, y)

@@ -1,0 +1,386 @@
+"""House prices and other tables: a CSV (or the StatLib California archive) with a numeric target
+column becomes standardized numeric features, imputed missing values and one-hot text columns,
+all fitted on the training split only; the target can be log-transformed and is standardized
+with training-split statistics, and the scale travels in the DataSpec so metrics are also
+reported in the target's own units."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import tarfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nnlab.data.base import ArrayDataModule, Split, _split
+from nnlab.data.download import Remote, fetch
+from nnlab.data.remote import RemoteDataModule
+from nnlab.data.spec import TargetScale
+
+log = logging.getLogger(__name__)
+
+# Cells read as missing. "None" is not among them: Ames uses it as a category (MasVnrType).
+MISSING = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
+Row = list[Any]
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
+    """The header and the rows of a CSV file with a header line (cells as strings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.path={path}: no such file")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path} is empty") from None
+        rows = [row for row in reader if row]
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}, line {i + 2}: {len(row)} fields, but the header has {len(header)}"
+            )
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows")
+    return header, rows
+
+
+def _as_float(value: Any) -> float:
+    """A cell as a float; NaN when missing. Raises ValueError for text."""
+    if isinstance(value, float | int):
+        return float(value)
+    value = value.strip()
+    return math.nan if value in MISSING else float(value)
+
+
+def _numeric(values: Sequence[Any]) -> np.ndarray | None:
+    """The column as floats (NaN where missing), or None if any present cell is text."""
+    try:
+        return np.array([_as_float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        return None
+
+
+class TabularDataModule(ArrayDataModule):
+    """Regression on a table: predicts the `target` column from the others.
+
+    Features, fitted on the training split only: numeric columns get missing values imputed
+    with the median (plus a 0/1 "was missing" column) and are standardized; text columns (and
+    those named in `categorical`) get missing values as their own category and are one-hot
+    encoded, categories unseen in training encoding as all zeros.
+
+    Args:
+        target: the column to predict (numeric).
+        drop: columns that are not features (e.g. an Id).
+        categorical: numeric-looking columns that are codes, to one-hot encode (e.g. MSSubClass).
+        log_target: train on log(target) (targets must be > 0); the metric of Kaggle's house
+            price competition is the RMSE of log prices.
+        standardize_target: train on (target − mean) / std with training-split statistics.
+    """
+
+    task = "regression"
+
+    def __init__(
+        self,
+        target: str,
+        drop: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        log_target: bool = False,
+        standardize_target: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not target:
+            raise ValueError("data.target must name the column to predict")
+        self.target, self.drop, self.categorical = target, list(drop), list(categorical)
+        self.log_target, self.standardize_target = log_target, standardize_target
+        self.target_scale: TargetScale | None = None
+        self.feature_names: list[str] = []
+
+    def read_table(self) -> tuple[list[str], list[Row]]:
+        """The header and rows of the table (cells as strings or numbers)."""
+        raise NotImplementedError
+
+    def describe_source(self) -> str:
+        """The table's name in error messages."""
+        return type(self).__name__
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.spec is not None and self.spec.target_scale != self.target_scale:
+            self.spec = replace(self.spec, target_scale=self.target_scale)
+
+    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        header, rows = self.read_table()
+        self._check_columns(header)
+        t = header.index(self.target)
+        y = _numeric([r[t] for r in rows])
+        if y is None:
+            bad = next(r[t] for r in rows if _safe_float(r[t]) is None)
+            numeric = [
+                h for i, h in enumerate(header) if _numeric([r[i] for r in rows]) is not None
+            ]
+            raise ValueError(
+                f"data.target={self.target} in {self.describe_source()} is not numeric (it holds "
+                f"{bad!r}); regression needs a number to predict. Numeric columns: "
+                f"{', '.join(numeric) or 'none'}"
+            )
+        present = ~np.isnan(y)
+        if not present.all():
+            log.warning(
+                "%s: %d rows have no %s and are left out",
+                self.describe_source(),
+                int((~present).sum()),
+                self.target,
+            )
+            rows = [r for r, keep in zip(rows, present, strict=True) if keep]
+            y = y[present]
+        if self.log_target and (y <= 0).any():
+            raise ValueError(
+                f"data.log_target=true needs {self.target} > 0, but its minimum is {y.min():g}"
+            )
+        # The same seeded test-then-validation split the base class makes, on row indices, so
+        # the feature pipeline and the target scale can be fitted on the training rows alone.
+        g = torch.Generator().manual_seed(self.seed)
+        idx = torch.arange(len(rows))
+        (rest, _), (test, _) = _split((idx, idx), self.test_fraction, g)
+        (train, _), (val, _) = _split((rest, rest), self.val_fraction, g)
+        features = [i for i, h in enumerate(header) if h != self.target and h not in self.drop]
+        if not features:
+            raise ValueError(f"{self.describe_source()}: no feature columns are left")
+        x = self._fit_features(header, rows, features, train.numpy())
+        y_model = np.log(y) if self.log_target else y
+        mean, std = 0.0, 1.0
+        if self.standardize_target:
+            mean = float(y_model[train].mean())
+            std = float(y_model[train].std()) or 1.0
+        if self.standardize_target or self.log_target:
+            self.target_scale = TargetScale(mean, std, self.log_target)
+        y_t = torch.from_numpy((y_model - mean) / std).float()
+        x_t = torch.from_numpy(x).float()
+        splits = {
+            name: (x_t[i], y_t[i]) for name, i in (("train", train), ("val", val), ("test", test))
+        }
+        return splits, ()
+
+    def _check_columns(self, header: list[str]) -> None:
+        cols = ", ".join(header)
+        if self.target not in header:
+            raise ValueError(
+                f"data.target={self.target} is not a column of {self.describe_source()}; "
+                f"its columns: {cols}"
+            )
+        for key, names in (("drop", self.drop), ("categorical", self.categorical)):
+            unknown = [n for n in names if n not in header]
+            if unknown:
+                raise ValueError(
+                    f"data.{key} names {', '.join(unknown)}, not columns of "
+                    f"{self.describe_source()}; its columns: {cols}"
+                )
+        if self.target in self.drop or self.target in self.categorical:
+            raise ValueError(f"data.target={self.target} cannot also be in data.drop/categorical")
+
+    def _fit_features(
+        self, header: list[str], rows: list[Row], features: list[int], train: np.ndarray
+    ) -> np.ndarray:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        numeric, text, columns = [], [], []
+        for j, i in enumerate(features):
+            values = [r[i] for r in rows]
+            as_float = None if header[i] in self.categorical else _numeric(values)
+            if as_float is not None:
+                numeric.append(j)
+                columns.append(as_float.astype(object))
+            else:
+                text.append(j)
+                cells = [str(v).strip() for v in values]
+                columns.append(np.array([np.nan if c in MISSING else c for c in cells], object))
+        table = np.stack(columns, axis=1)
+        names = [header[i] for i in features]
+        pipeline = ColumnTransformer(
+            [
+                (
+                    "num",
+                    make_pipeline(
+                        SimpleImputer(strategy="median", add_indicator=True), StandardScaler()
+                    ),
+                    numeric,
+                ),
+                (
+                    "cat",
+                    make_pipeline(
+                        SimpleImputer(strategy="constant", fill_value="missing"),
+                        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                    ),
+                    text,
+                ),
+            ],
+            sparse_threshold=0.0,
+        )
+        pipeline.fit(table[train])
+        out = pipeline.transform(table).astype(np.float32)
+        self.feature_names = [_feature_name(n, names) for n in pipeline.get_feature_names_out()]
+        log.info(
+            "%s: %d numeric and %d text columns → %d features",
+            self.describe_source(),
+            len(numeric),
+            len(text),
+            out.shape[1],
+        )
+        return out
+
+
+def _safe_float(value: Any) -> float | None:
+    try:
+        return _as_float(value)
+    except ValueError:
+        return None
+
+
+def _feature_name(name: str, columns: list[str]) -> str:
+    """sklearn's x3 / x3_Pave style names with the column names put back in."""
+    prefix, _, rest = name.partition("__")
+    head, sep, tail = rest.partition("_")
+    if head.startswith("x") and head[1:].isdigit():
+        return columns[int(head[1:])] + (sep + tail if sep else "")
+    if rest.startswith("missingindicator_x"):
+        return "missing_" + columns[int(rest.removeprefix("missingindicator_x"))]
+    return rest or prefix
+
+
+class HousePricesCSVDataModule(TabularDataModule):
+    """Any CSV file with a header line: predicts the numeric column `target` from the others.
+
+    Args:
+        path: the CSV file.
+    """
+
+    def __init__(self, path: str | Path, target: str, **kwargs: Any) -> None:
+        super().__init__(target=target, **kwargs)
+        if not path:
+            raise ValueError("data.path must name a CSV file, e.g. data.path=my_houses.csv")
+        self.path = Path(path)
+
+    def describe_source(self) -> str:
+        return str(self.path)
+
+    def read_table(self) -> tuple[list[str], list[Row]]:
+        return read_csv(self.path)
+
+
+# -- Ames (Kaggle "House Prices: Advanced Regression Techniques") ------------------------------
+AMES_TRAIN = Remote(
+    "kaggle_house_pred_train.csv",
+    ("http://d2l-data.s3-accelerate.amazonaws.com/kaggle_house_pred_train.csv",),
+    "sha1:585e9cc93e70b39160e7921475f9bcd7d31219ce",
+)
+
+
+class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
+    """The 1,460 sold houses of Kaggle's Ames house-price competition (its train.csv, as the d2l
+    book hosts it): 79 features, 43 of them text, predicting SalePrice in dollars."""
+
+    def __init__(
+        self,
+        name: str = "ames_house_prices",
+        target: str = "SalePrice",
+        drop: Sequence[str] = ("Id",),
+        categorical: Sequence[str] = ("MSSubClass",),
+        log_target: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            name=name,
+            target=target,
+            drop=drop,
+            categorical=categorical,
+            log_target=log_target,
+            **kwargs,
+        )
+
+    def describe_source(self) -> str:
+        return str(self.folder / AMES_TRAIN.name)
+
+    def prepare_files(self) -> None:
+        fetch([AMES_TRAIN], self.folder, self.name, self.progress)
+
+    def read_table(self) -> tuple[list[str], list[Row]]:
+        return read_csv(self.folder / AMES_TRAIN.name)
+
+
+# -- California housing (StatLib, as scikit-learn fetches it) ----------------------------------
+CAL_HOUSING = Remote(
+    "cal_housing.tgz",
+    ("https://ndownloader.figshare.com/files/5976036",),
+    "sha256:aaa5c9a6afe2225cc2aed2723682ae403280c4a3695a2ddda4ffb5d8215ea681",
+)
+CAL_HOUSING_MEMBER = "CaliforniaHousing/cal_housing.data"
+# The columns of cal_housing.data, in file order.
+CAL_HOUSING_COLUMNS = (
+    "longitude", "latitude", "housingMedianAge", "totalRooms", "totalBedrooms",
+    "population", "households", "medianIncome", "medianHouseValue",
+)  # fmt: skip
+
+
+def read_cal_housing(path: str | Path) -> np.ndarray:
+    """cal_housing.data from the StatLib archive as a (20640, 9) float array."""
+    with tarfile.open(path) as tf:
+        try:
+            member = tf.extractfile(CAL_HOUSING_MEMBER)
+        except KeyError:
+            member = None
+        if member is None:
+            raise ValueError(f"{path} holds no {CAL_HOUSING_MEMBER}")
+        data = np.loadtxt(member, delimiter=",", ndmin=2)
+    if data.shape[1] != len(CAL_HOUSING_COLUMNS):
+        raise ValueError(f"{path}: {data.shape[1]} columns, expected {len(CAL_HOUSING_COLUMNS)}")
+    return data
+
+
+class CaliforniaHousingDataModule(RemoteDataModule, TabularDataModule):
+    """California districts of the 1990 census (20,640, StatLib): scikit-learn's eight features
+    (MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude)
+    predicting the median house value in dollars."""
+
+    def __init__(
+        self, name: str = "california_housing", target: str = "MedHouseVal", **kwargs: Any
+    ) -> None:
+        super().__init__(name=name, target=target, **kwargs)
+
+    def describe_source(self) -> str:
+        return str(self.folder / CAL_HOUSING.name)
+
+    def prepare_files(self) -> None:
+        fetch([CAL_HOUSING], self.folder, self.name, self.progress)
+
+    def read_table(self) -> tuple[list[str], list[Row]]:
+        d = dict(
+            zip(
+                CAL_HOUSING_COLUMNS, read_cal_housing(self.folder / CAL_HOUSING.name).T, strict=True
+            )
+        )
+        households = d["households"]
+        table = {
+            "MedInc": d["medianIncome"],
+            "HouseAge": d["housingMedianAge"],
+            "AveRooms": d["totalRooms"] / households,
+            "AveBedrms": d["totalBedrooms"] / households,
+            "Population": d["population"],
+            "AveOccup": d["population"] / households,
+            "Latitude": d["latitude"],
+            "Longitude": d["longitude"],
+            "MedHouseVal": d["medianHouseValue"],
+        }
+        header = list(table)
+        return header, np.stack(list(table.values()), axis=1).tolist()
