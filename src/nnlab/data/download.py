@@ -84,7 +84,8 @@ def is_complete(path: Path, remote: Remote) -> bool:
     if remote.known_hash is not None:
         import pooch
 
-        return pooch.hash_matches(str(path), remote.known_hash)
+        alg, _, expected = remote.known_hash.partition(":")
+        return pooch.file_hash(str(path), alg) == expected.lower()
     return path.stat().st_size == remote.size
 
 
