@@ -102,6 +102,10 @@ class TabularDataModule(ArrayDataModule):
         self.target, self.drop, self.categorical = target, list(drop), list(categorical)
         self.log_target, self.standardize_target = log_target, standardize_target
         self.target_scale: TargetScale | None = None
+        # Filled by load(): the columns used as numbers and as categories, and the names of
+        # the resulting features (one-hot columns as <column>_<category>).
+        self.numeric_columns: list[str] = []
+        self.text_columns: list[str] = []
         self.feature_names: list[str] = []
 
     def read_table(self) -> tuple[list[str], list[Row]]:
@@ -208,6 +212,8 @@ class TabularDataModule(ArrayDataModule):
                 columns.append(np.array([np.nan if c in MISSING else c for c in cells], object))
         table = np.stack(columns, axis=1)
         names = [header[i] for i in features]
+        self.numeric_columns = [names[j] for j in numeric]
+        self.text_columns = [names[j] for j in text]
         pipeline = ColumnTransformer(
             [
                 (

@@ -1,0 +1,173 @@
+"""House prices and CSV tables: the StatLib California archive and the real Ames train.csv over
+loopback HTTP, the real California housing.csv as a user's CSV, the pipeline fitted on the
+training split only, log targets, metrics in dollars, and the errors for bad columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import http_fixtures
+import numpy as np
+import pytest
+import torch
+from data_formats import california_rows, digest, shared, statlib_tgz
+from http_fixtures import FileServer
+
+from nnlab.data import tabular
+from nnlab.data.download import MIRROR_ENV
+from nnlab.data.spec import DataSpec, TargetScale
+from nnlab.data.tabular import (
+    AmesHousePricesDataModule,
+    CaliforniaHousingDataModule,
+    HousePricesCSVDataModule,
+)
+from nnlab.tasks import RegressionTask
+
+file_server = http_fixtures.file_server
+# scikit-learn's feature names, in its order.
+SKLEARN_FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup"]
+SKLEARN_FEATURES += ["Latitude", "Longitude"]
+
+
+def all_targets(dm) -> torch.Tensor:
+    return torch.cat([dm.splits[s][1] for s in ("train", "val", "test")]).double()
+
+
+def test_california_statlib_archive(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    rows = california_rows(400)
+    archive = statlib_tgz(rows)
+    url = file_server.add("figshare/5976036", archive)
+    remote = dataclasses.replace(
+        tabular.CAL_HOUSING, urls=(url,), known_hash=digest(archive, "sha256")
+    )
+    monkeypatch.setattr(tabular, "CAL_HOUSING", remote)
+    dm = CaliforniaHousingDataModule(data_dir=tmp_path, progress=False, normalize="none", seed=3)
+    dm.prepare_data()
+    header, table = dm.read_table()
+    assert header == [*SKLEARN_FEATURES, "MedHouseVal"]
+    # scikit-learn's derived features: rooms, bedrooms and occupants per household.
+    assert table[0][2] == pytest.approx(rows[0, 3] / rows[0, 6], rel=1e-5)
+    assert table[0][5] == pytest.approx(rows[0, 5] / rows[0, 6], rel=1e-5)
+    dm.setup()
+    assert dm.spec.task == "regression" and dm.spec.input_shape == (8,)
+    assert dm.numeric_columns == SKLEARN_FEATURES and dm.text_columns == []
+    # Features and target are standardized with training statistics only.
+    x_train, y_train = dm.splits["train"]
+    assert x_train.mean(0).abs().max() < 1e-5 and abs(float(y_train.mean())) < 1e-5
+    assert abs(float(dm.splits["val"][0].mean())) > 1e-4
+    # The target scale maps training targets back to dollars.
+    dollars = dm.spec.target_scale.to_original(all_targets(dm))
+    assert np.allclose(np.sort(dollars.numpy()), np.sort(rows[:, 8]), rtol=1e-4)
+    assert file_server.requests["figshare/5976036"] == 1
+
+
+def test_ames_real_file_over_mirror(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_csv = shared("ames_house_prices/train.csv")  # its sha1 is the canonical one
+    file_server.add("ames_house_prices/kaggle_house_pred_train.csv", train_csv)
+    monkeypatch.setenv(MIRROR_ENV, file_server.base_url)
+    dm = AmesHousePricesDataModule(data_dir=tmp_path, progress=False, normalize="none")
+    dm.prepare_data()
+    dm.setup()
+    assert file_server.requests["ames_house_prices/kaggle_house_pred_train.csv"] == 1
+    assert len(dm.text_columns) == 44  # Kaggle's 43 text columns and the MSSubClass code
+    assert "Id" not in dm.numeric_columns and "SalePrice" not in dm.numeric_columns
+    assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 993, "val": 175, "test": 292}
+    assert not torch.isnan(dm.splits["train"][0]).any()
+    scale = dm.spec.target_scale
+    assert scale.log
+    prices = scale.to_original(all_targets(dm)).numpy()
+    assert prices.min() == pytest.approx(34900, rel=1e-6)
+    assert prices.max() == pytest.approx(755000, rel=1e-6)
+    assert prices.mean() == pytest.approx(180921.20, rel=1e-6)
+    # Missing LotFrontage is imputed, and flagged in a feature of its own.
+    assert "missing_LotFrontage" in dm.feature_names and "MSZoning_C (all)" in dm.feature_names
+
+
+def test_real_california_csv_as_user_table() -> None:
+    dm = HousePricesCSVDataModule(
+        path=shared("california_housing/housing.csv"), target="median_house_value"
+    )
+    dm.setup()
+    assert dm.text_columns == ["ocean_proximity"]
+    assert "missing_total_bedrooms" in dm.feature_names  # the 207 blanks
+    assert dm.spec.input_shape == (len(dm.feature_names),) == (14,)
+    assert not any(torch.isnan(x).any() for x, _ in dm.splits.values())
+    assert dm.spec.target_scale.log is False
+    assert sum(len(x) for x, _ in dm.splits.values()) == 20640
+
+
+def test_unseen_category_and_training_only_fit(tmp_path: Path) -> None:
+    n = 60
+    lines = ["price,area,kind"] + [f"{100 + i},{i},{'a' if i % 2 else 'b'}" for i in range(n)]
+    lines[-1] = "999,1000,zzz"  # one row whose category and size appear in one split only
+    path = tmp_path / "houses.csv"
+    path.write_text("\n".join(lines) + "\n")
+    dm = HousePricesCSVDataModule(path=path, target="price", seed=0)
+    dm.setup()
+    x_all = torch.cat([dm.splits[s][0] for s in ("train", "val", "test")])
+    in_train = any(float(row[0]) > 5 for row in dm.splits["train"][0])
+    # kind_zzz is a feature only if the odd row fell in the training split.
+    assert ("kind_zzz" in dm.feature_names) == in_train
+    assert x_all.shape[1] == len(dm.feature_names)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"target": "cost"},
+            "data.target=cost is not a column of .*its columns: price, area, kind",
+        ),
+        (
+            {"target": "kind"},
+            "data.target=kind .* is not numeric \\(it holds 'a'\\).*Numeric columns: price, area",
+        ),
+        ({"target": "price", "drop": ["Id"]}, "data.drop names Id, not columns"),
+        ({"target": "area", "log_target": True}, "log_target=true needs area > 0"),
+    ],
+)
+def test_clear_errors(tmp_path: Path, kwargs: dict, message: str) -> None:
+    path = tmp_path / "houses.csv"
+    path.write_text("price,area,kind\n" + "".join(f"{100 + i},{i},a\n" for i in range(20)))
+    with pytest.raises(ValueError, match=message):
+        HousePricesCSVDataModule(path=path, **kwargs).setup()
+
+
+def test_missing_file_and_ragged_rows(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"data.path=.*nope\.csv: no such file"):
+        HousePricesCSVDataModule(path=tmp_path / "nope.csv", target="y").setup()
+    path = tmp_path / "ragged.csv"
+    path.write_text("y,a\n1,2\n3\n")
+    with pytest.raises(ValueError, match="line 3: 1 fields, but the header has 2"):
+        HousePricesCSVDataModule(path=path, target="y").setup()
+
+
+def test_regression_metrics_in_original_units() -> None:
+    scale = TargetScale(mean=12.0, std=0.4, log=True)
+    spec = DataSpec("regression", (3,), 1, target_scale=scale)
+    assert DataSpec.from_dict(spec.to_dict()) == spec  # survives the checkpoint's hparams
+    module = RegressionTask(
+        spec=spec.to_dict(),
+        model={"_target_": "nnlab.nn.networks.MLP", "hidden_sizes": []},
+        loss={"name": "auto"},
+    )
+    metrics = module.metrics["val_metrics"]
+    output, target = torch.tensor([0.5, -1.0, 0.0]), torch.tensor([0.0, -1.5, 0.25])
+    metrics.update(output, target)
+    values = metrics.compute()
+    log_pred, log_true = output.double() * 0.4 + 12.0, target.double() * 0.4 + 12.0
+    dollars = (log_pred.exp() - log_true.exp()).abs()
+    assert values["val/rmse_log"] == pytest.approx(
+        float((log_pred - log_true).pow(2).mean().sqrt()), rel=1e-5
+    )
+    assert values["val/rmse_orig"] == pytest.approx(float(dollars.pow(2).mean().sqrt()), rel=1e-5)
+    assert values["val/mae_orig"] == pytest.approx(float(dollars.mean()), rel=1e-5)
+    assert values["val/mse"] == pytest.approx(float((output - target).pow(2).mean()), rel=1e-5)
+    assert not math.isnan(float(values["val/r2"]))
