@@ -120,9 +120,10 @@ def decode_images(
         for p, a in zip(found.files, arrays, strict=True)
         if a is None
     ]
-    x = torch.empty((len(keep), channels, size, size), dtype=torch.uint8)
-    for row, i in enumerate(keep):
-        x[row] = torch.from_numpy(arrays[i])
+    if keep:
+        x = torch.from_numpy(np.stack([arrays[i] for i in keep]))
+    else:
+        x = torch.empty((0, channels, size, size), dtype=torch.uint8)
     y = torch.tensor([found.labels[i] for i in keep], dtype=torch.long)
     return x, y, skipped
 

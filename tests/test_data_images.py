@@ -1,0 +1,134 @@
+"""Cats vs dogs: the 160 real JPEGs through the folder source, Kaggle's flat names, the PetImages
+archive (with a corrupt and an empty JPEG) over loopback HTTP, and the decoded-image cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import http_fixtures
+import pytest
+import torch
+from data_formats import jpeg, petimages_zip, shared
+from http_fixtures import FileServer
+
+from nnlab.data import images
+from nnlab.data.download import MIRROR_ENV
+from nnlab.data.images import CatsVsDogsDataModule, find_images
+
+file_server = http_fixtures.file_server
+
+
+def no_decoding(*args, **kwargs):
+    raise AssertionError("images were decoded again instead of read from the cache")
+
+
+def test_real_jpegs_load_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = shared("cats_vs_dogs/train")
+    dm = CatsVsDogsDataModule(root=root, data_dir=tmp_path, progress=False, normalize="none")
+    dm.prepare_data()
+    raw, classes = dm.load()
+    x, y = raw["train"]
+    assert classes == ("cat", "dog")
+    assert x.shape == (160, 3, 64, 64) and x.dtype == torch.uint8  # all 160 real JPEGs
+    assert torch.bincount(y).tolist() == [80, 80]
+    assert 20 < float(x.float().mean()) < 235  # real pictures, not blank
+    cache = list((tmp_path / "cats_vs_dogs" / "cache").glob("64px-rgb-*.pt"))
+    assert len(cache) == 1
+    # Second run: read from the cache, nothing decoded.
+    monkeypatch.setattr(images, "decode_images", no_decoding)
+    again = CatsVsDogsDataModule(root=root, data_dir=tmp_path, progress=False, normalize="none")
+    again.prepare_data()
+    again.setup()
+    assert torch.equal(again.load()[0]["train"][0], x)
+    assert again.spec.task == "binary" and again.spec.input_shape == (3, 64, 64)
+    assert again.spec.class_names == ("cat", "dog") and again.spec.num_outputs == 1
+    assert sum(len(v[0]) for v in again.splits.values()) == 160
+
+
+def test_cache_is_keyed_by_size_and_mode(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    for cls, color in (("cat", (250, 0, 0)), ("dog", (0, 0, 250))):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / cls / f"{i}.png").write_bytes(jpeg(color))
+    small = CatsVsDogsDataModule(
+        root=root, data_dir=tmp_path, image_size=16, grayscale=True, progress=False
+    )
+    x16 = small.load()[0]["train"][0]
+    assert x16.shape == (6, 1, 16, 16)
+    rgb32 = CatsVsDogsDataModule(root=root, data_dir=tmp_path, image_size=32, progress=False)
+    x32 = rgb32.load()[0]["train"][0]
+    assert x32.shape == (6, 3, 32, 32)
+    names = sorted(
+        p.name.split("-")[0] + p.name.split("-")[1]
+        for p in (tmp_path / "cats_vs_dogs" / "cache").iterdir()
+    )
+    assert names == ["16pxgray", "32pxrgb"]
+    # Changing an image invalidates the cache entry for that source.
+    (root / "dog" / "0.png").write_bytes(jpeg((0, 250, 0)))
+    changed = CatsVsDogsDataModule(root=root, data_dir=tmp_path, image_size=32, progress=False)
+    x32_new = changed.load()[0]["train"][0]
+    assert not torch.equal(x32_new, x32) and torch.equal(x32_new[:3], x32[:3])  # cats unchanged
+    assert len(list((tmp_path / "cats_vs_dogs" / "cache").iterdir())) == 3
+
+
+def test_flat_kaggle_names(tmp_path: Path) -> None:
+    real = shared("cats_vs_dogs/train")
+    flat = tmp_path / "train"
+    flat.mkdir()
+    for cls in ("cat", "dog"):
+        for i in range(5):
+            (flat / f"{cls}.{i}.jpg").symlink_to((real / cls / f"{cls}.{i}.jpg").resolve())
+    (flat / "notes.txt").write_text("not an image")
+    found = find_images(flat)
+    assert found.classes == ("cat", "dog") and found.labels == [0] * 5 + [1] * 5
+    dm = CatsVsDogsDataModule(root=flat, data_dir=tmp_path / "d", progress=False)
+    assert dm.load()[0]["train"][0].shape == (10, 3, 64, 64)
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"class sub-folders \(cat/\*\.jpg.*cat\.0\.jpg"):
+        find_images(tmp_path / "empty")
+    for cls in ("cat", "dog", "fox"):
+        (tmp_path / "three" / cls).mkdir(parents=True)
+        (tmp_path / "three" / cls / "0.jpg").write_bytes(jpeg((1, 2, 3)))
+    dm = CatsVsDogsDataModule(root=tmp_path / "three", data_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"3 classes \(cat, dog, fox\); a binary data set"):
+        dm.load()
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
+        CatsVsDogsDataModule(image_size=0)
+
+
+def test_petimages_archive_skips_corrupt_images(
+    file_server: FileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    archive, n_good = petimages_zip(n_per_class=6)
+    url = file_server.add("ms/kagglecatsanddogs_5340.zip", archive)
+    monkeypatch.setattr(
+        images, "PETIMAGES", dataclasses.replace(images.PETIMAGES, urls=(url,), size=len(archive))
+    )
+    dm = CatsVsDogsDataModule(data_dir=tmp_path, progress=False, image_size=24)
+    with caplog.at_level(logging.WARNING, logger="nnlab.data.images"):
+        dm.prepare_data()
+    skipped = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
+    assert len(skipped) == 1  # one warning for all of them
+    assert "skipped 2 of 14 images" in skipped[0].getMessage()
+    assert "Cat/666.jpg" in skipped[0].getMessage() and "Dog/11702.jpg" in skipped[0].getMessage()
+    extracted = tmp_path / "cats_vs_dogs" / "kagglecatsanddogs" / "PetImages"
+    assert (extracted / "Cat" / "Thumbs.db").exists()  # extracted, but not taken for an image
+    dm.setup()
+    assert dm.spec.class_names == ("cat", "dog")
+    assert sum(len(v[0]) for v in dm.splits.values()) == n_good
+    # Extracted and cached: a new process downloads nothing and decodes nothing.
+    monkeypatch.setattr(images, "decode_images", no_decoding)
+    CatsVsDogsDataModule(data_dir=tmp_path, progress=False, image_size=24).prepare_data()
+    assert file_server.requests["ms/kagglecatsanddogs_5340.zip"] == 1
