@@ -167,8 +167,8 @@ def _download(remote: Remote, folder: Path, source: str, progress: bool) -> list
                 log.warning("%s from %s is damaged, deleted: %s", remote.name, url, _first_line(e))
             except requests.RequestException as e:
                 # HTTP errors, refused connections, timeouts, truncated bodies: the next URL.
-                errors.append(f"{url}: {_first_line(e)}")
-                log.warning("cannot download %s from %s: %s", remote.name, url, _first_line(e))
+                errors.append(f"{url}: {_reason(e)}")
+                log.warning("cannot download %s from %s: %s", remote.name, url, _reason(e))
                 break
     return errors
 
@@ -189,6 +189,24 @@ def _check_unhashed(path: Path, remote: Remote) -> None:
         remote.verify(path)
 
 
+def _reason(e: Exception) -> str:
+    """A short reason for a failed request (requests' own messages run to several lines)."""
+    import requests
+
+    text = str(e)
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return f"HTTP {e.response.status_code} {e.response.reason}"
+    if isinstance(e, requests.Timeout):
+        return f"no answer within {TIMEOUT_S} s"
+    if isinstance(e, requests.exceptions.ChunkedEncodingError):
+        return "the connection broke mid-transfer (truncated download, discarded)"
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return "cannot resolve the host name (no network or no DNS?)"
+    if "Connection refused" in text:
+        return "connection refused"
+    return _first_line(e)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"
@@ -198,11 +216,9 @@ def _unavailable_message(
     failures: list[tuple[Remote, list[str]]], folder: Path, source: str
 ) -> str:
     lines = [
-        f"data={source}: {len(failures)} file(s) are missing and could not be downloaded "
-        "(no network, or the server refused).",
+        f"data={source}: {len(failures)} file(s) are missing and could not be downloaded.",
         f"Put these exact files in {folder.resolve()}",
-        "(that is <paths.data_dir>/" + folder.name + "; set paths.data_dir=... or the "
-        "NNLAB_DATA_DIR environment variable to use another folder),",
+        f"  (= <paths.data_dir>/{folder.name}; move it with paths.data_dir=... or NNLAB_DATA_DIR),",
         f"or serve them from a mirror: {MIRROR_ENV}=<base url> fetches "
         f"<base url>/{source}/<file name>.",
     ]
@@ -210,7 +226,7 @@ def _unavailable_message(
         existing = folder / remote.name
         note = " (a file of that name is there but fails the check)" if existing.exists() else ""
         lines.append(f"  - {remote.name}{note}  [{remote.describe()}]")
-        lines.extend(f"      {e}" for e in errors)
+        lines.extend(f"      tried {e}" for e in errors)
         if os.environ.get(MIRROR_ENV, "").strip():
             lines.append(f"      upstream: {', '.join(remote.urls)}")
     return "\n".join(lines)
