@@ -107,7 +107,7 @@ def decode_images(
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         arrays = list(
             tqdm(
-                pool.map(lambda p: decode_image(p, size, grayscale), found.files, chunksize=32),
+                pool.map(lambda p: decode_image(p, size, grayscale), found.files),
                 total=len(found.files),
                 desc="decoding images",
                 unit="img",
