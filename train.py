@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from nnlab.config import register_resolvers
+from nnlab.config import ConfigError, register_resolvers
 
 register_resolvers()
 
@@ -13,7 +13,10 @@ def main(cfg: DictConfig) -> float | None:
     # Imported here so that `--help` and `--cfg job` answer before torch is loaded.
     from nnlab.train import train
 
-    return train(cfg)
+    try:
+        return train(cfg)
+    except ConfigError as e:  # a user's mistake: the message, not a traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ before any data is loaded or model built. Importing this module does not import 
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -10,9 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def register_resolvers() -> None:
-    """Resolvers used by configs/hydra: `${nnlab.run_id:}` is a random id, fixed per process."""
+    """Resolvers the configs use: `${nnlab.run_id:}`, a random id fixed per process (so runs
+    started in the same second get their own folders), and `${nnlab.cwd:}`, the launch folder
+    (Hydra's own `${hydra:runtime.cwd}` is not set yet when a multirun names its sweep folder)."""
     run_id = secrets.token_hex(3)
     OmegaConf.register_new_resolver("nnlab.run_id", lambda: run_id, replace=True)
+    OmegaConf.register_new_resolver("nnlab.cwd", os.getcwd, replace=True)
 
 
 class ConfigError(ValueError):

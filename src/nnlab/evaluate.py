@@ -16,7 +16,7 @@ from nnlab.run import (
     print_metrics,
     scalar_metrics,
     seed_everything,
-    use_root_logging,
+    setup_console,
     write_results,
 )
 from nnlab.tasks.base import TaskModule, module_class_path
@@ -33,7 +33,7 @@ def load_module(ckpt_path: str | Path) -> TaskModule:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    use_root_logging()
+    setup_console()
     module = load_module(cfg.ckpt_path)
     data_cfg: Any = cfg.get("data") or module.hparams.data
     if not data_cfg:

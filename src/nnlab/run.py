@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,21 @@ from rich.console import Console
 from rich.table import Table
 
 
-def use_root_logging() -> None:
-    """`import lightning` gives its logger a console handler of its own; under Hydra the root
-    logger already prints (and writes the run's log file), so every line would show twice."""
+def setup_console() -> None:
+    """One clean console: `import lightning` gives its logger a handler of its own, but under
+    Hydra the root logger already prints (and writes the run's log file), so every line would
+    show twice; and known-harmless warnings are silenced."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+    silence_known_warnings()
+
+
+def silence_known_warnings() -> None:
+    """Warnings that say nothing about the user's run, printed once per batch otherwise."""
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # In-memory loaders need no worker processes: the hint is for DataLoaders.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def seed_everything(seed: int | None) -> None:

@@ -52,12 +52,12 @@ def train(cfg: DictConfig) -> float | None:
         print_metrics,
         scalar_metrics,
         seed_everything,
-        use_root_logging,
+        setup_console,
         write_results,
     )
     from nnlab.tasks.base import metric_mode
 
-    use_root_logging()
+    setup_console()
     seed_everything(cfg.get("seed"))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()

@@ -1,0 +1,110 @@
+"""Every option of every config group composes, and configs and code line up."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
+
+from nnlab.config import ConfigError, data_task, validate
+from nnlab.nn.activations import ACTIVATIONS
+from nnlab.nn.init import INITIALIZERS
+from nnlab.nn.losses import LOSSES, valid_losses
+
+from .conftest import CONFIG_DIR
+
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+ALL_OPTIONS = [(g, o) for g in GROUPS if g != "hydra" for o in options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_composes(make_cfg, group, option):
+    cfg = make_cfg(f"{group}={option}")
+    assert cfg.get(group) is not None or group in ("experiment", "debug", "scheduler", "logger")
+    # Resolving every interpolation catches typos such as ${trainer.max_epoch}.
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_eval_config_composes(make_cfg):
+    cfg = make_cfg("ckpt_path=some.ckpt", config_name="eval")
+    assert cfg.ckpt_path == "some.ckpt" and cfg.get("data") is None
+    assert make_cfg("ckpt_path=x", "data=xor", config_name="eval").data.samples_per_corner > 0
+
+
+def test_config_names_line_up_with_registries():
+    """The option's file name is the registry key its `name` holds (aliases excepted)."""
+    for group, registry in (("activation", ACTIVATIONS), ("init", INITIALIZERS), ("loss", LOSSES)):
+        names = {
+            o: OmegaConf.load(CONFIG_DIR / group / f"{o}.yaml").get("name") for o in options(group)
+        }
+        for option, name in names.items():
+            if name is None:  # an alias: its defaults list points at another option
+                continue
+            assert name == option, f"configs/{group}/{option}.yaml says name: {name}"
+        declared = {n for n in names.values() if n}
+        assert declared == set(registry) | ({"auto"} if group == "loss" else set())
+
+
+@pytest.mark.parametrize(
+    ("alias", "target"), [("kaiming", "kaiming_normal"), ("xavier", "xavier_normal")]
+)
+def test_init_aliases(make_cfg, alias, target):
+    assert make_cfg(f"init={alias}").init == make_cfg(f"init={target}").init
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_optimizers_and_schedulers_instantiate(make_cfg, option):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for scheduler in options("scheduler"):
+        cfg = make_cfg(f"optimizer={option}", f"scheduler={scheduler}")
+        optimizer = instantiate(cfg.optimizer, _convert_="all")(params=params)
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        if cfg.scheduler:
+            instantiate(cfg.scheduler, _convert_="all")(optimizer=optimizer)
+
+
+def test_sgd_has_no_momentum(make_cfg):
+    assert make_cfg("optimizer=sgd").optimizer.momentum == 0
+
+
+@pytest.mark.parametrize("option", ["default", "cpu", "ddp_cpu"])
+def test_cpu_trainers_instantiate(make_cfg, option):
+    trainer = instantiate(make_cfg(f"trainer={option}").trainer, logger=False)
+    assert trainer.max_epochs == 20
+
+
+def test_every_data_config_declares_a_task(make_cfg):
+    for option in options("data"):
+        assert data_task(make_cfg(f"data={option}").data) in ("regression", "binary", "multiclass")
+
+
+def test_every_option_composes_with_every_other_unless_the_task_forbids_it(make_cfg):
+    """data × model × loss: validation accepts exactly the combinations the task allows."""
+    base = make_cfg()
+    composed = {
+        group: {o: make_cfg(f"{group}={o}")[group] for o in options(group)}
+        for group in ("data", "model", "loss")
+    }
+    for data, model, loss in itertools.product(*(composed[g] for g in ("data", "model", "loss"))):
+        cfg = base.copy()
+        cfg.data, cfg.model, cfg.loss = (
+            composed["data"][data],
+            composed["model"][model],
+            composed["loss"][loss],
+        )
+        task = data_task(cfg.data)
+        allowed = loss in valid_losses(task) and task in get_class(cfg.model._target_).tasks
+        if allowed:
+            assert validate(cfg) == task, (data, model, loss)
+        else:
+            with pytest.raises(ConfigError):
+                validate(cfg)

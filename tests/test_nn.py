@@ -1,0 +1,200 @@
+"""Layers, initializers and losses against their formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnlab.nn.activations import Abs, Maxout, create_activation
+from nnlab.nn.init import gain, init_linear
+from nnlab.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, create_loss
+from nnlab.nn.networks import MLP, Perceptron
+
+FAN_IN, FAN_OUT = 400, 300
+
+
+def weight_var(init: dict, activation: dict | None = None) -> tuple[float, nn.Linear]:
+    torch.manual_seed(0)
+    layer = nn.Linear(FAN_IN, FAN_OUT)
+    init_linear(layer, init, gain(activation))
+    return layer.weight.var().item(), layer
+
+
+# Each row: init config, activation, expected Var(w). 120,000 weights: the sample variance is
+# within about 1 % of the true one, so 5 % tolerance fails only on a wrong formula.
+RELU = {"name": "relu"}
+VARIANCES = [
+    ({"name": "xavier_normal"}, None, 2 / (FAN_IN + FAN_OUT)),
+    ({"name": "xavier_uniform"}, None, 2 / (FAN_IN + FAN_OUT)),
+    ({"name": "xavier_normal"}, RELU, 2 * 2 / (FAN_IN + FAN_OUT)),
+    ({"name": "kaiming_normal", "mode": "fan_in"}, RELU, 2 / FAN_IN),
+    ({"name": "kaiming_uniform", "mode": "fan_in"}, RELU, 2 / FAN_IN),
+    ({"name": "kaiming_normal", "mode": "fan_out"}, RELU, 2 / FAN_OUT),
+    ({"name": "kaiming_normal"}, {"name": "tanh"}, (5 / 3) ** 2 / FAN_IN),
+    ({"name": "kaiming_normal"}, {"name": "leaky_relu", "negative_slope": 0.2}, 2 / 1.04 / FAN_IN),
+    ({"name": "lecun_normal"}, RELU, 1 / FAN_IN),
+    ({"name": "normal", "std": 0.05}, RELU, 0.05**2),
+    ({"name": "default"}, RELU, 1 / (3 * FAN_IN)),  # U(−1/√fan_in, 1/√fan_in)
+]
+
+
+@pytest.mark.parametrize(("init", "activation", "expected"), VARIANCES)
+def test_initializer_variance_matches_formula(init, activation, expected):
+    var, _ = weight_var(init, activation)
+    assert var == pytest.approx(expected, rel=0.05)
+
+
+def test_default_init_is_pytorchs_uniform_bound():
+    _, layer = weight_var({"name": "default"})
+    bound = 1 / math.sqrt(FAN_IN)
+    for p in (layer.weight, layer.bias):
+        assert p.abs().max() <= bound and p.abs().max() > 0.95 * bound
+
+
+def test_uniform_inits_stay_in_their_bounds():
+    _, layer = weight_var({"name": "kaiming_uniform"}, RELU)
+    assert layer.weight.abs().max() <= math.sqrt(2) * math.sqrt(3 / FAN_IN)
+
+
+@pytest.mark.parametrize(
+    ("init", "weight", "bias"),
+    [
+        ({"name": "zeros"}, 0.0, 0.0),
+        ({"name": "constant", "value": 0.3, "bias": 0.1}, 0.3, 0.1),
+        ({"name": "kaiming_normal", "bias": 0.5}, None, 0.5),
+    ],
+)
+def test_constant_inits_and_bias(init, weight, bias):
+    _, layer = weight_var(init, RELU)
+    if weight is not None:
+        assert torch.all(layer.weight == weight)
+    assert torch.all(layer.bias == bias)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [{"name": n} for n in ("relu", "abs", "elu", "softplus", "identity")]
+    + [{"name": "maxout", "k": 3}],
+)
+def test_gain_keeps_second_moment_at_one(activation):
+    """gain² · E[f(z)²] = 1 for z ~ N(0, 1): the definition behind Kaiming's √2 for ReLU."""
+    torch.manual_seed(0)
+    z = torch.randn(1_000_000)
+    if activation["name"] == "maxout":
+        f_z = torch.randn(1_000_000, activation["k"]).amax(-1)
+    else:
+        f_z = create_activation(activation, width=1)(z)
+    assert gain(activation) ** 2 * f_z.pow(2).mean().item() == pytest.approx(1.0, rel=0.01)
+
+
+def test_relu_gain_is_sqrt2_and_maxout2_gain_is_one():
+    assert gain({"name": "relu"}) == pytest.approx(math.sqrt(2))
+    assert gain({"name": "maxout", "k": 2}) == pytest.approx(1.0, abs=1e-6)
+
+
+def activation_stds(init: dict, activation: dict, depth: int = 30) -> list[float]:
+    torch.manual_seed(0)
+    net = MLP(256, 256, [256] * depth, activation=activation, init=init)
+    stds, h = [], torch.randn(2048, 256)
+    for layer in net:
+        h = layer(h)
+        if isinstance(layer, nn.ReLU | nn.Tanh):
+            stds.append(h.std().item())
+    return stds
+
+
+def test_kaiming_keeps_activation_scale_flat_over_depth_and_small_normal_does_not():
+    kaiming = activation_stds({"name": "kaiming_normal"}, RELU)
+    assert 0.5 < kaiming[-1] / kaiming[0] < 2.0
+    tiny = activation_stds({"name": "normal", "std": 0.01}, RELU)
+    assert tiny[-1] / tiny[0] < 1e-10  # vanishes: each layer scales by about 0.01·√(256/2)
+
+
+def test_maxout_is_the_max_over_its_pieces():
+    torch.manual_seed(0)
+    layer = Maxout(5, 3, k=4)
+    x = torch.randn(7, 5)
+    w = layer.linear.weight.view(3, 4, 5)
+    b = layer.linear.bias.view(3, 4)
+    pieces = torch.einsum("nd,ukd->nuk", x, w) + b
+    assert torch.allclose(layer(x), pieces.max(dim=-1).values, atol=1e-6)
+
+
+def test_maxout_mlp_has_k_times_the_weights():
+    plain = MLP(10, 2, [8], activation=RELU)
+    maxout = MLP(10, 2, [8], activation={"name": "maxout", "k": 3})
+    assert maxout[1].linear.weight.shape == (24, 10)
+    assert sum(p.numel() for p in maxout.parameters()) > 2 * sum(
+        p.numel() for p in plain.parameters()
+    )
+
+
+def test_prelu_is_learnable_per_layer_or_per_unit():
+    per_layer = create_activation({"name": "prelu", "init": 0.1}, width=16)
+    per_unit = create_activation({"name": "prelu", "per_unit": True}, width=16)
+    assert per_layer.weight.shape == (1,) and per_layer.weight.requires_grad
+    assert per_layer.weight.item() == pytest.approx(0.1)
+    assert per_unit.weight.shape == (16,)
+
+
+def test_abs_activation():
+    assert torch.equal(Abs()(torch.tensor([-2.0, 0.0, 3.0])), torch.tensor([2.0, 0.0, 3.0]))
+
+
+def test_unknown_activation_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: identity, sigmoid"):
+        create_activation({"name": "swishy"}, width=1)
+
+
+def test_linear_model_is_xw_plus_b():
+    net = MLP(4, 3, [])
+    x = torch.randn(5, 4)
+    linear = net[1]
+    assert torch.allclose(net(x), x @ linear.weight.T + linear.bias)
+
+
+def test_bce_is_softplus_minus_yz_and_stable_for_huge_logits():
+    z = torch.tensor([[-1000.0], [-2.0], [0.0], [3.0], [1000.0]])
+    y = torch.tensor([1, 0, 1, 1, 0])
+    expected = (F.softplus(z.squeeze(-1)) - y * z.squeeze(-1)).mean()
+    loss = BCEWithLogitsLoss()(z, y)
+    assert torch.isfinite(loss) and torch.allclose(loss, expected)
+
+
+def test_cross_entropy_is_categorical_nll_and_stable():
+    logits = torch.tensor([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
+    y = torch.tensor([1, 2])
+    # log-softmax by log-sum-exp, written out
+    shifted = logits - logits.max(dim=1, keepdim=True).values
+    log_p = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
+    expected = -log_p[torch.arange(2), y].mean()
+    loss = CrossEntropyLoss(num_classes=3)(logits, y)
+    assert torch.isfinite(loss) and torch.allclose(loss, expected)
+
+
+def test_cross_entropy_class_weights_must_match_the_data():
+    with pytest.raises(ValueError, match="2 entries but the data has 3 classes"):
+        create_loss({"name": "cross_entropy", "weight": [1.0, 2.0]}, "multiclass", 3)
+
+
+def test_regression_losses():
+    out, y = torch.tensor([[0.0], [3.0]]), torch.tensor([1.0, 0.0])
+    assert create_loss({"name": "mse"}, "regression", 1)(out, y).item() == pytest.approx(5.0)
+    assert create_loss({"name": "l1"}, "regression", 1)(out, y).item() == pytest.approx(2.0)
+    huber = create_loss({"name": "huber", "delta": 1.0}, "regression", 1)(out, y).item()
+    assert huber == pytest.approx((0.5 + 2.5) / 2)
+
+
+def test_perceptron_rule_matches_the_lecture():
+    p = Perceptron(2, init={"name": "zeros"})
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    y = torch.tensor([1, 0])
+    dw, db, mistakes = p.rule_update(x, y)
+    # sample 1: ŷ = 0 (score 0), y − ŷ = 1 → w = (1, 2), b = 1
+    # sample 2: score 3 − 2 + 1 = 2 > 0 → ŷ = 1, y − ŷ = −1 → w = (−2, 3), b = 0
+    assert torch.equal(dw, torch.tensor([[-2.0, 3.0]])) and torch.equal(db, torch.tensor([0.0]))
+    assert mistakes.item() == 2

@@ -1,0 +1,228 @@
+"""Real training runs through nnlab.train with the real configs and a real Lightning Trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnlab.config import ConfigError
+from nnlab.data.base import ArrayDataModule
+from nnlab.evaluate import load_module
+from nnlab.train import train
+
+QUIET = ("logger=none",)
+
+# Each task with a spread of activation / init / loss / optimizer / scheduler / batch options.
+FAST_DEV_RUNS = [
+    ("data=digits", "model=mlp", "activation=relu", "init=kaiming", "optimizer=adam"),
+    ("data=digits", "model=linear", "optimizer=sgd", "data.batch_size=full"),
+    (
+        "data=digits",
+        "activation=maxout",
+        "init=xavier_uniform",
+        "optimizer=adamw",
+        "scheduler=cosine",
+        "loss=cross_entropy",
+        "loss.label_smoothing=0.1",
+    ),
+    (
+        "data=digits",
+        "activation=prelu",
+        "activation.per_unit=true",
+        "model.norm=batchnorm",
+        "scheduler=step",
+    ),
+    (
+        "data=digits",
+        "activation=elu",
+        "init=lecun_normal",
+        "model.norm=layernorm",
+        "model.dropout=0.2",
+        "loss=cross_entropy",
+        "loss.weight=[1,1,1,1,1,1,1,1,1,2]",
+    ),
+    (
+        "data=xor",
+        "activation=tanh",
+        "init=xavier_normal",
+        "optimizer=sgd_momentum",
+        "optimizer.nesterov=true",
+    ),
+    (
+        "data=xor",
+        "model=linear",
+        "loss=bce_with_logits",
+        "loss.pos_weight=2.0",
+        "data.batch_size=1",
+    ),
+    ("data=xor", "activation=sigmoid", "init=normal", "scheduler=plateau"),
+    ("data=separable", "model=perceptron", "init=zeros"),
+    ("data=linear_regression", "model=linear", "optimizer=sgd", "loss=mse"),
+    ("data=linear_regression", "activation=softplus", "init=kaiming_uniform", "loss=huber"),
+    ("data=linear_regression", "activation=abs", "init=constant", "loss=l1"),
+    (
+        "data=linear_regression",
+        "activation=leaky_relu",
+        "init=default",
+        "activation.negative_slope=0.2",
+    ),
+    ("data=linear_regression", "activation=identity", "init=zeros"),
+]
+
+
+def read_results(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+
+
+@pytest.mark.parametrize("overrides", FAST_DEV_RUNS, ids=lambda o: " ".join(o))
+def test_fast_dev_run(make_cfg, overrides):
+    cfg = make_cfg(*overrides, *QUIET, "debug=fdr")
+    train(cfg)
+    results = read_results(cfg)
+    metrics = {**results["val"], **results["test"]}
+    assert "test/loss" in metrics and all(math.isfinite(v) for v in metrics.values())
+
+
+def test_default_loss_follows_the_task(make_cfg):
+    for data, key in (
+        ("digits", "test/acc"),
+        ("xor", "test/auroc"),
+        ("linear_regression", "test/r2"),
+    ):
+        cfg = make_cfg(f"data={data}", *QUIET, "debug=fdr")
+        train(cfg)
+        assert key in read_results(cfg)["test"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("data=digits", "loss=mse"), "valid losses for multiclass: auto, cross_entropy"),
+        (
+            ("data=linear_regression", "loss=cross_entropy"),
+            "valid losses for regression: auto, mse, l1, huber",
+        ),
+        (("data=xor", "loss=huber"), "valid losses for binary: auto, bce_with_logits"),
+        (("data=digits", "model=perceptron"), "model=perceptron cannot train data=digits"),
+        (("data=linear_regression", "model=perceptron"), "model=perceptron cannot train"),
+        (("data.batch_size=0",), "batch_size must be a positive int or 'full'"),
+        (("activation.name=swish",), "unknown activation 'swish'; valid: identity"),
+        (("init.name=orthogonal",), "unknown init 'orthogonal'; valid: default, zeros"),
+    ],
+)
+def test_invalid_combinations_fail_before_any_data_is_loaded(
+    make_cfg, monkeypatch, overrides, message
+):
+    def no_loading(self, stage=None):
+        raise AssertionError("data was loaded before the config was validated")
+
+    monkeypatch.setattr(ArrayDataModule, "setup", no_loading)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        train(make_cfg(*overrides, *QUIET))
+
+
+def test_perceptron_converges_on_separable_data(make_cfg):
+    cfg = make_cfg("data=separable", "model=perceptron", "trainer.max_epochs=100", *QUIET)
+    train(cfg)
+    results = read_results(cfg)
+    # It stops as soon as an epoch makes no mistake, well before max_epochs.
+    assert results["epochs"] < 100
+    assert results["val"]["val/acc"] >= 0.97 and results["test"]["test/acc"] >= 0.97
+
+
+def linear_ceiling(split) -> float:
+    """The best accuracy any line can reach on balanced XOR: all corners but one."""
+    x, _ = split
+    corner = x.round().clamp(0, 1)
+    counts = torch.unique(corner, dim=0, return_counts=True)[1]
+    return 1 - counts.min().item() / len(x)
+
+
+@pytest.mark.slow
+def test_perceptron_cannot_learn_xor_but_one_hidden_layer_can(make_cfg):
+    cfg = make_cfg("experiment=xor_perceptron", *QUIET)
+    train(cfg)
+    perceptron = read_results(cfg)
+    assert perceptron["test"]["test/acc"] <= 0.75 + 1e-6
+    assert perceptron["val"]["val/acc"] <= 0.75 + 1e-6
+
+    cfg = make_cfg("experiment=xor_mlp", *QUIET)
+    train(cfg)
+    assert read_results(cfg)["test"]["test/acc"] == 1.0
+
+
+def test_logistic_regression_cannot_learn_xor(make_cfg):
+    cfg = make_cfg("data=xor", "model=linear", "optimizer.lr=0.05", "trainer.max_epochs=30", *QUIET)
+    train(cfg)
+    assert read_results(cfg)["test"]["test/acc"] <= 0.75 + 1e-6
+
+
+def test_linear_regression_recovers_the_true_weights(make_cfg):
+    from hydra.utils import instantiate
+
+    cfg = make_cfg(
+        "data=linear_regression", "model=linear", "optimizer=sgd", "trainer.max_epochs=15", *QUIET
+    )
+    train(cfg)
+    results = read_results(cfg)
+    module = load_module(results["ckpt_path"])
+    data = instantiate(cfg.data)
+    linear = module.net[1]
+    assert torch.allclose(linear.weight[0], data.true_weight, atol=0.03)
+    assert linear.bias.item() == pytest.approx(data.true_bias, abs=0.03)
+    assert results["test"]["test/r2"] > 0.99
+
+
+def test_checkpoint_reloads_to_identical_predictions(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=2", "activation=prelu", "model.norm=batchnorm", *QUIET)
+    train(cfg)
+    results = read_results(cfg)
+    reloaded = load_module(results["ckpt_path"]).eval()
+    again = load_module(results["ckpt_path"]).eval()
+    x = torch.randn(32, 1, 8, 8)
+    assert torch.equal(reloaded(x), again(x))
+    # The reloaded module scores the test split exactly as train.py's test of that checkpoint.
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    data.setup()
+    xt, yt = data.splits["test"]
+    with torch.no_grad():
+        acc = (reloaded.predict(xt) == yt).float().mean().item()
+    assert acc == pytest.approx(results["test"]["test/acc"], abs=1e-6)
+
+
+def test_seed_zero_is_a_seed(make_cfg):
+    def run(seed: int) -> float:
+        cfg = make_cfg(f"seed={seed}", "trainer.max_epochs=1", *QUIET)
+        train(cfg)
+        return read_results(cfg)["val"]["val/loss"]
+
+    assert run(0) == run(0)
+    assert run(0) != run(1)
+
+
+def test_sgd_learning_rate_too_small_right_too_big(make_cfg):
+    """The lecture's three regimes, on linear regression with full-batch gradient descent."""
+
+    def final_mse(lr: float) -> float:
+        cfg = make_cfg(
+            "data=linear_regression",
+            "model=linear",
+            "optimizer=sgd",
+            f"optimizer.lr={lr}",
+            "data.batch_size=full",
+            "trainer.max_epochs=30",
+            "callbacks=none",
+            *QUIET,
+        )
+        train(cfg)
+        return float(read_results(cfg)["val"]["val/mse"])  # JSON keeps inf/nan as strings
+
+    too_small, right, too_big = final_mse(0.001), final_mse(0.3), final_mse(2.5)
+    assert right < 0.05 < too_small  # slow: still far from the noise floor (0.01)
+    assert not too_big < too_small  # diverges (inf or nan) instead of converging
