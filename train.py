@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nnlab.config import ConfigError, register_resolvers
+from nnlab.data.download import DataUnavailableError
 
 register_resolvers()
 
@@ -15,7 +16,8 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         return train(cfg)
-    except ConfigError as e:  # a user's mistake: the message, not a traceback
+    # A user's mistake, or data that cannot be had offline: the message, not a traceback.
+    except (ConfigError, DataUnavailableError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

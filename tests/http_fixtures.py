@@ -2,7 +2,8 @@
 (port 0) in a thread of the test process, serving registered files, counting requests per path
 and injecting faults (404, truncated body, wrong bytes).
 
-Import the fixture into a test module: `from http_fixtures import file_server  # noqa: F401`.
+Use it from a test module as `from . import http_fixtures` and
+`file_server = http_fixtures.file_server` (a module attribute, so ruff sees no unused import).
 """
 
 from __future__ import annotations

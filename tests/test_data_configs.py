@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from nnlab.config import validate
 from nnlab.data.remote import RemoteDataModule
 
-REPO = Path(__file__).parents[1]
 TASKS = {
     "mnist": "multiclass",
     "fashion_mnist": "multiclass",
@@ -26,12 +24,11 @@ TASKS = {
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_data_config(name: str, tmp_path: Path) -> None:
-    overrides = [f"data={name}", f"paths.root_dir={tmp_path}"]
+def test_data_config(name: str, tmp_path: Path, make_cfg) -> None:
+    overrides = [f"data={name}", f"paths.data_dir={tmp_path / 'data'}"]
     if name == "house_prices_csv":
         overrides += [f"data.path={tmp_path / 'h.csv'}", "data.target=price"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = make_cfg(*overrides)
     assert validate(cfg) == TASKS[name]
     dm = instantiate(cfg.data, _convert_="all")
     assert dm.task == TASKS[name]

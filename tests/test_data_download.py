@@ -11,10 +11,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import http_fixtures
 import pytest
-from data_formats import digest, tar_gz, zip_bytes
-from http_fixtures import FileServer, closed_port_url
 
 from nnlab.data.download import (
     MIRROR_ENV,
@@ -26,6 +23,10 @@ from nnlab.data.download import (
     folder_lock,
     verify_zip,
 )
+
+from . import http_fixtures
+from .data_formats import digest, tar_gz, zip_bytes
+from .http_fixtures import FileServer, closed_port_url
 
 file_server = http_fixtures.file_server
 REPO = Path(__file__).parents[1]

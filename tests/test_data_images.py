@@ -7,15 +7,17 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import http_fixtures
 import pytest
 import torch
-from data_formats import jpeg, petimages_zip, shared
-from http_fixtures import FileServer
 
+from nnlab.config import ConfigError
 from nnlab.data import images
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.images import CatsVsDogsDataModule, find_images
+
+from . import http_fixtures
+from .data_formats import jpeg, petimages_zip, shared
+from .http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 
@@ -89,7 +91,7 @@ def test_flat_kaggle_names(tmp_path: Path) -> None:
 
 
 def test_folder_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no such folder"):
+    with pytest.raises(ConfigError, match="no such folder"):
         find_images(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"class sub-folders \(cat/\*\.jpg.*cat\.0\.jpg"):

@@ -8,13 +8,11 @@ import dataclasses
 import math
 from pathlib import Path
 
-import http_fixtures
 import numpy as np
 import pytest
 import torch
-from data_formats import california_rows, digest, shared, statlib_tgz
-from http_fixtures import FileServer
 
+from nnlab.config import ConfigError
 from nnlab.data import tabular
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.spec import DataSpec, TargetScale
@@ -24,6 +22,10 @@ from nnlab.data.tabular import (
     HousePricesCSVDataModule,
 )
 from nnlab.tasks import RegressionTask
+
+from . import http_fixtures
+from .data_formats import california_rows, digest, shared, statlib_tgz
+from .http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 # scikit-learn's feature names, in its order.
@@ -136,12 +138,12 @@ def test_unseen_category_and_training_only_fit(tmp_path: Path) -> None:
 def test_clear_errors(tmp_path: Path, kwargs: dict, message: str) -> None:
     path = tmp_path / "houses.csv"
     path.write_text("price,area,kind\n" + "".join(f"{100 + i},{i},a\n" for i in range(20)))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         HousePricesCSVDataModule(path=path, **kwargs).setup()
 
 
 def test_missing_file_and_ragged_rows(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"data.path=.*nope\.csv: no such file"):
+    with pytest.raises(ConfigError, match=r"data.path=.*nope\.csv: no such file"):
         HousePricesCSVDataModule(path=tmp_path / "nope.csv", target="y").setup()
     path = tmp_path / "ragged.csv"
     path.write_text("y,a\n1,2\n3\n")

@@ -11,17 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import http_fixtures
 import lightning as L
 import pytest
 import torch
-from data_formats import digest, shared
-from http_fixtures import FileServer
 
 from nnlab.data.base import ArrayDataModule, Split
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.vision import read_idx
 from nnlab.tasks import MulticlassTask
+
+from . import http_fixtures
+from .data_formats import digest, idx_gz, shared
+from .http_fixtures import FileServer
 
 pytestmark = pytest.mark.slow
 file_server = http_fixtures.file_server
@@ -68,7 +69,6 @@ runpy.run_path("train.py", run_name="__main__")
 def test_mnist_over_mirror_end_to_end(file_server: FileServer, tmp_path: Path) -> None:
     """train.py data=mnist with NNLAB_DATA_MIRROR: the three real files with their canonical md5;
     train-images is a stand-in (real test images, tiled) whose md5 the wrapper registers."""
-    from data_formats import idx_gz
 
     raw = shared("mnist/MNIST/raw")
     for name in (

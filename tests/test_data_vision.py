@@ -7,12 +7,9 @@ import dataclasses
 import gzip
 from pathlib import Path
 
-import http_fixtures
 import numpy as np
 import pytest
 import torch
-from data_formats import cifar10_tar, digest, idx_gz, shared
-from http_fixtures import FileServer
 
 from nnlab.data import vision
 from nnlab.data.download import MIRROR_ENV
@@ -24,6 +21,10 @@ from nnlab.data.vision import (
     read_cifar10_bin,
     read_idx,
 )
+
+from . import http_fixtures
+from .data_formats import cifar10_tar, digest, idx_gz, shared
+from .http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 MNIST_REAL = (

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnlab.config import ConfigError
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract, fetch, make_readable, verify_zip
 from nnlab.data.remote import RemoteDataModule
@@ -46,7 +47,7 @@ def find_images(root: str | Path) -> LabelledFiles:
     so both layouts give the same classes."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root={root}: no such folder")
+        raise ConfigError(f"data.root={root}: no such folder")
     by_class: dict[str, list[Path]] = {}
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     for d in subdirs:
@@ -59,7 +60,7 @@ def find_images(root: str | Path) -> LabelledFiles:
             if match and p.suffix.lower() in IMAGE_EXTENSIONS:
                 by_class.setdefault(match["label"].lower(), []).append(p)
     if not by_class:
-        raise ValueError(
+        raise ConfigError(
             f"data.root={root} holds no labelled images: expected class sub-folders "
             "(cat/*.jpg, dog/*.jpg) or files named like cat.0.jpg and dog.0.jpg"
         )
@@ -192,7 +193,7 @@ class CatsVsDogsDataModule(RemoteDataModule):
     ) -> None:
         super().__init__(name=name, **kwargs)
         if not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"data.image_size must be a positive int, got {image_size!r}")
+            raise ConfigError(f"data.image_size must be a positive int, got {image_size!r}")
         self.root = Path(root) if root else None
         self.image_size, self.grayscale = image_size, grayscale
 
@@ -211,7 +212,7 @@ class CatsVsDogsDataModule(RemoteDataModule):
         data = self._cached()
         classes = tuple(data["classes"])
         if len(classes) != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.image_root} has {len(classes)} classes ({', '.join(classes)}); a binary "
                 "data set needs exactly two"
             )
@@ -237,7 +238,7 @@ class CatsVsDogsDataModule(RemoteDataModule):
                 ", ".join(skipped[:5]),
             )
         if len(x) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"none of the {len(found.files)} images under {self.image_root} decode"
             )
         data = {"x": x, "y": y, "classes": list(found.classes), "skipped": skipped}

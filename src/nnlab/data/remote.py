@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nnlab.config import ConfigError
 from nnlab.data.base import ArrayDataModule
 from nnlab.data.download import folder_lock
 
@@ -26,7 +27,7 @@ class RemoteDataModule(ArrayDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if not name:
-            raise ValueError("data.name must name the data set (its config name, e.g. mnist)")
+            raise ConfigError("data.name must name the data set (its config name, e.g. mnist)")
         self.name, self.data_dir, self.progress = name, Path(data_dir), progress
         # Lightning calls prepare_data once per machine (local rank 0) under DDP: a data_dir on
         # local disk needs it on every node. The folder lock covers the rest: several runs on

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnlab.config import ConfigError
 from nnlab.data.base import ArrayDataModule, Split, _split
 from nnlab.data.download import Remote, fetch
 from nnlab.data.remote import RemoteDataModule
@@ -34,21 +35,21 @@ def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
     """The header and the rows of a CSV file with a header line (cells as strings)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data.path={path}: no such file")
+        raise ConfigError(f"data.path={path}: no such file")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
-            raise ValueError(f"{path} is empty") from None
+            raise ConfigError(f"{path} is empty") from None
         rows = [row for row in reader if row]
     for i, row in enumerate(rows):
         if len(row) != len(header):
-            raise ValueError(
+            raise ConfigError(
                 f"{path}, line {i + 2}: {len(row)} fields, but the header has {len(header)}"
             )
     if not rows:
-        raise ValueError(f"{path} has a header but no rows")
+        raise ConfigError(f"{path} has a header but no rows")
     return header, rows
 
 
@@ -98,7 +99,7 @@ class TabularDataModule(ArrayDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if not target:
-            raise ValueError("data.target must name the column to predict")
+            raise ConfigError("data.target must name the column to predict")
         self.target, self.drop, self.categorical = target, list(drop), list(categorical)
         self.log_target, self.standardize_target = log_target, standardize_target
         self.target_scale: TargetScale | None = None
@@ -131,7 +132,7 @@ class TabularDataModule(ArrayDataModule):
             numeric = [
                 h for i, h in enumerate(header) if _numeric([r[i] for r in rows]) is not None
             ]
-            raise ValueError(
+            raise ConfigError(
                 f"data.target={self.target} in {self.describe_source()} is not numeric (it holds "
                 f"{bad!r}); regression needs a number to predict. Numeric columns: "
                 f"{', '.join(numeric) or 'none'}"
@@ -147,7 +148,7 @@ class TabularDataModule(ArrayDataModule):
             rows = [r for r, keep in zip(rows, present, strict=True) if keep]
             y = y[present]
         if self.log_target and (y <= 0).any():
-            raise ValueError(
+            raise ConfigError(
                 f"data.log_target=true needs {self.target} > 0, but its minimum is {y.min():g}"
             )
         # The same seeded test-then-validation split the base class makes, on row indices, so
@@ -158,7 +159,7 @@ class TabularDataModule(ArrayDataModule):
         (train, _), (val, _) = _split((rest, rest), self.val_fraction, g)
         features = [i for i, h in enumerate(header) if h != self.target and h not in self.drop]
         if not features:
-            raise ValueError(f"{self.describe_source()}: no feature columns are left")
+            raise ConfigError(f"{self.describe_source()}: no feature columns are left")
         x = self._fit_features(header, rows, features, train.numpy())
         y_model = np.log(y) if self.log_target else y
         mean, std = 0.0, 1.0
@@ -177,19 +178,19 @@ class TabularDataModule(ArrayDataModule):
     def _check_columns(self, header: list[str]) -> None:
         cols = ", ".join(header)
         if self.target not in header:
-            raise ValueError(
+            raise ConfigError(
                 f"data.target={self.target} is not a column of {self.describe_source()}; "
                 f"its columns: {cols}"
             )
         for key, names in (("drop", self.drop), ("categorical", self.categorical)):
             unknown = [n for n in names if n not in header]
             if unknown:
-                raise ValueError(
+                raise ConfigError(
                     f"data.{key} names {', '.join(unknown)}, not columns of "
                     f"{self.describe_source()}; its columns: {cols}"
                 )
         if self.target in self.drop or self.target in self.categorical:
-            raise ValueError(f"data.target={self.target} cannot also be in data.drop/categorical")
+            raise ConfigError(f"data.target={self.target} cannot also be in data.drop/categorical")
 
     def _fit_features(
         self, header: list[str], rows: list[Row], features: list[int], train: np.ndarray
@@ -275,7 +276,7 @@ class HousePricesCSVDataModule(TabularDataModule):
     def __init__(self, path: str | Path, target: str, **kwargs: Any) -> None:
         super().__init__(target=target, **kwargs)
         if not path:
-            raise ValueError("data.path must name a CSV file, e.g. data.path=my_houses.csv")
+            raise ConfigError("data.path must name a CSV file, e.g. data.path=my_houses.csv")
         self.path = Path(path)
 
     def describe_source(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnlab.config import ConfigError
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract, fetch
 from nnlab.data.remote import RemoteDataModule
@@ -118,7 +119,7 @@ class MNISTDataModule(RemoteDataModule):
 
     def __init__(self, variant: str = "mnist", name: str | None = None, **kwargs: Any) -> None:
         if variant not in IDX_VARIANTS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.variant={variant!r} is not an MNIST-format data set; valid: "
                 f"{', '.join(IDX_VARIANTS)}"
             )
