@@ -1,6 +1,7 @@
 """Train a model: `python train.py [group=option ...] [key=value ...]`; see README.md."""
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from nnlab.config import ConfigError, register_resolvers
@@ -19,6 +20,10 @@ def main(cfg: DictConfig) -> float | None:
     # A user's mistake, or data that cannot be had offline: the message, not a traceback.
     except (ConfigError, DataUnavailableError) as e:
         raise SystemExit(f"error: {e}") from None
+    except InstantiationException as e:  # Hydra wraps what a constructor raises
+        if isinstance(e.__cause__, ConfigError):
+            raise SystemExit(f"error: {e.__cause__}") from None
+        raise
 
 
 if __name__ == "__main__":

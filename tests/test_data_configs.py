@@ -3,13 +3,21 @@ and builds its datamodule without touching the network."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from nnlab.config import validate
+from nnlab.config import ConfigError, validate
+from nnlab.data.download import MIRROR_ENV
 from nnlab.data.remote import RemoteDataModule
+
+from .conftest import ROOT
+from .http_fixtures import closed_port_url
 
 TASKS = {
     "mnist": "multiclass",
@@ -38,3 +46,39 @@ def test_data_config(name: str, tmp_path: Path, make_cfg) -> None:
         assert dm.folder == tmp_path / "data" / name
         assert dm.prepare_data_per_node
     assert not (tmp_path / "data").exists()  # building a datamodule downloads nothing
+
+
+def test_missing_mandatory_keys_named_before_loading(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"needs data\.path=\.\.\. data\.target=\.\.\."):
+        validate(make_cfg("data=house_prices_csv"))
+
+
+def test_constructor_mistake_is_a_config_error(make_cfg) -> None:
+    cfg = make_cfg("data=mnist", "data.variant=emnist")
+    with pytest.raises(InstantiationException) as e:
+        instantiate(cfg.data)
+    # train.py unwraps Hydra's wrapper and prints only this message.
+    assert isinstance(e.value.__cause__, ConfigError)
+    assert "valid: mnist, fashion_mnist, kmnist" in str(e.value.__cause__)
+
+
+def test_offline_train_py_prints_the_message_not_a_traceback(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        MIRROR_ENV: closed_port_url("").rstrip("/"),
+        "NNLAB_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "data=ames_house_prices", "logger=none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "error: data=ames_house_prices: 1 file(s) are missing" in proc.stderr
+    assert "kaggle_house_pred_train.csv" in proc.stderr and "connection refused" in proc.stderr
+    assert str(tmp_path / "data" / "ames_house_prices") in proc.stderr
