@@ -59,11 +59,6 @@ def validate(cfg: DictConfig) -> str:
 
     task = data_task(cfg.data)
     data_name = _choice(cfg, "data", cfg.data._target_.rsplit(".", 1)[-1])
-    missing = sorted(OmegaConf.missing_keys(cfg.data))
-    if missing:
-        # missing_keys gives full keys (data.path), as they are typed on the command line.
-        keys = " ".join(f"{k}=..." for k in missing)
-        raise ConfigError(f"data={data_name} needs {keys} on the command line (no default)")
     model_target = cfg.model.get("_target_")
     model_tasks = getattr(get_class(model_target), "tasks", None) if model_target else None
     if model_tasks is not None and task not in model_tasks:
