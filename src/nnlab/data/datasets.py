@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from nnlab.data.base import ArrayDataModule, Split
@@ -75,7 +74,7 @@ class SeparableDataModule(ArrayDataModule):
 
 
 class LinearRegressionDataModule(ArrayDataModule):
-    """y = x·w + b + ε, ε ~ N(0, noise²), with the true w and b kept as `true_weight`/`true_bias`."""
+    """y = x·w + b + ε with ε ~ N(0, noise²); the true w and b are `true_weight`, `true_bias`."""
 
     task = "regression"
 
@@ -94,5 +93,3 @@ class LinearRegressionDataModule(ArrayDataModule):
         noise = self.noise * torch.randn(self.n_samples, generator=g)
         y = x @ self.true_weight + self.true_bias + noise
         return {"train": (x, y)}, ()
-
-

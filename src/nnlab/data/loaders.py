@@ -54,8 +54,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.indices(self.x.device)
         for start in range(0, len(self.x), self.batch_size):
-            if order is None:
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
-            else:
-                idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+            idx = slice(start, start + self.batch_size)
+            if order is not None:
+                idx = order[idx]
+            yield self.x[idx], self.y[idx]
