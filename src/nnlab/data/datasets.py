@@ -1,0 +1,98 @@
+"""The embedded data sets: small, offline, each showing one idea of the course."""
+
+from __future__ import annotations
+
+
+import torch
+
+from nnlab.data.base import ArrayDataModule, Split
+
+
+class DigitsDataModule(ArrayDataModule):
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes, no download)."""
+
+    task = "multiclass"
+
+    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.from_numpy(digits.images).float().unsqueeze(1)  # (N, 1, 8, 8), values 0..16
+        y = torch.from_numpy(digits.target).long()
+        return {"train": (x, y)}, tuple(str(c) for c in digits.target_names)
+
+
+class XORDataModule(ArrayDataModule):
+    """Points around the corners of the unit square, labelled x₁ XOR x₂ (binary)."""
+
+    task = "binary"
+
+    def __init__(self, samples_per_corner: int = 100, noise: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.samples_per_corner, self.noise = samples_per_corner, noise
+
+    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        # Every split gets the same number of points per corner, so the 75 % ceiling of a
+        # linear model holds on each split, not only on average.
+        n = self.samples_per_corner
+        n_test = max(1, round(n * self.test_fraction))
+        n_val = max(1, round((n - n_test) * self.val_fraction))
+        sizes = {"train": n - n_test - n_val, "val": n_val, "test": n_test}
+        g = torch.Generator().manual_seed(self.seed)
+        corners = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        labels = (corners[:, 0] != corners[:, 1]).long()
+        splits = {}
+        for name, size in sizes.items():
+            x = corners.repeat_interleave(size, dim=0)
+            x = x + self.noise * torch.randn(x.shape, generator=g)
+            splits[name] = (x, labels.repeat_interleave(size))
+        return splits, ("0", "1")
+
+
+class SeparableDataModule(ArrayDataModule):
+    """Two classes split by a random hyperplane, with no point closer to it than `margin`."""
+
+    task = "binary"
+
+    def __init__(
+        self, n_samples: int = 500, n_features: int = 2, margin: float = 0.2, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n_samples, self.n_features, self.margin = n_samples, n_features, margin
+
+    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        g = torch.Generator().manual_seed(self.seed)
+        w = torch.randn(self.n_features, generator=g)
+        w = w / w.norm()
+        b = torch.randn((), generator=g)
+        x = torch.empty(0, self.n_features)
+        while len(x) < self.n_samples:  # rejection sampling: drop points inside the margin
+            cand = 2.0 * torch.randn(self.n_samples, self.n_features, generator=g)
+            x = torch.cat([x, cand[(cand @ w + b).abs() >= self.margin]])
+        x = x[: self.n_samples]
+        y = (x @ w + b > 0).long()
+        return {"train": (x, y)}, ("0", "1")
+
+
+class LinearRegressionDataModule(ArrayDataModule):
+    """y = x·w + b + ε, ε ~ N(0, noise²), with the true w and b kept as `true_weight`/`true_bias`."""
+
+    task = "regression"
+
+    def __init__(
+        self, n_samples: int = 1000, n_features: int = 5, noise: float = 0.1, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n_samples, self.n_features, self.noise = n_samples, n_features, noise
+        g = torch.Generator().manual_seed(self.seed)
+        self.true_weight = torch.randn(n_features, generator=g)
+        self.true_bias = float(torch.randn((), generator=g))
+
+    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        g = torch.Generator().manual_seed(self.seed + 1)
+        x = torch.randn(self.n_samples, self.n_features, generator=g)
+        noise = self.noise * torch.randn(self.n_samples, generator=g)
+        y = x @ self.true_weight + self.true_bias + noise
+        return {"train": (x, y)}, ()
+
+
