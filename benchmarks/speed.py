@@ -66,7 +66,7 @@ class Clock:
         return self.steps * batch_size / statistics.median(blocks)
 
 
-def compose(net: str, batch_size: int, device: torch.device, speed: str, out: str):
+def compose(net: str, batch_size: int, device: torch.device, speed: str, out: str, extra=()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -93,11 +93,12 @@ def compose(net: str, batch_size: int, device: torch.device, speed: str, out: st
     ]
     for key, value in NETS[net].items():
         overrides.append(f"model.{key}={json.dumps(value)}")
+    overrides += list(extra)
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
 
-def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str) -> None:
+def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=()) -> None:
     """nnlab's path: the Trainer, callbacks and logger that train.py builds, speed applied."""
     import lightning as L
     from hydra.utils import instantiate
@@ -112,7 +113,7 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str) -> None:
                 trainer.should_stop = True
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose(net, batch_size, device, speed, out)
+        cfg = compose(net, batch_size, device, speed, out, extra)
         cfg.trainer.max_steps = clock.total + 1
         apply_speed(cfg)
         data.batch_size = batch_size
@@ -218,9 +219,11 @@ def run_bare_graph(data, net, batch_size, device, clock: Clock) -> None:
                 return
 
 
+# Extra overrides for the nnlab_max path (--max-overrides).
+MAX_OVERRIDES: list[str] = []
 RUNNERS: dict[str, Callable] = {
     "nnlab": lambda *a: run_nnlab(*a, speed="default"),
-    "nnlab_max": lambda *a: run_nnlab(*a, speed="max"),
+    "nnlab_max": lambda *a: run_nnlab(*a, speed="max", extra=MAX_OVERRIDES),
     "bare": run_bare,
     "dataloader": run_dataloader,
     "bare_graph": run_bare_graph,
@@ -238,10 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps first")
     parser.add_argument("--n-train", type=int, default=60_000)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--max-overrides", nargs="*", default=[], help="config overrides for nnlab_max"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    MAX_OVERRIDES[:] = args.max_overrides
     device = torch.device(args.device)
     paths = [p for p in args.paths if p != "bare_graph" or device.type == "cuda"]
 
@@ -263,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
             rates: dict[str, float] = {}
             for path in paths:
                 torch.manual_seed(0)
+                # speed=max sets TF32 process-wide; every other path runs in true fp32.
+                torch.set_float32_matmul_precision("highest")
                 clock = Clock(device, args.warmup, args.steps, args.repeats)
                 try:
                     RUNNERS[path](data, net, batch_size, device, clock)

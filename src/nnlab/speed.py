@@ -5,8 +5,13 @@ whole-step CUDA graph) are read by the task module from its `speed` hyperparamet
 from __future__ import annotations
 
 import logging
+import os
+import resource
+import time
+from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
@@ -43,3 +48,59 @@ def apply_speed(cfg: DictConfig) -> None:
                 )
             else:
                 cfg.trainer.precision = gpu_precision
+
+
+class SpeedReport(Callback):
+    """Logs, from rank 0: seconds from process launch to the first training step, training
+    throughput (samples/s over the fit, validation included), peak host RSS and peak GPU memory.
+
+    Opt in with `+callbacks.speed_report._target_=nnlab.speed.SpeedReport`.
+    """
+
+    def __init__(self) -> None:
+        self.first_step: float | None = None
+        self.samples = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step is None:
+            self.first_step = time.time()
+            log.info(
+                "speed: %.2f s from launch to the first training step",
+                self.first_step - _launch_time(),
+            )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += len(batch[0])
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or self.first_step is None:
+            return
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.time() - self.first_step
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+        log.info(
+            "speed: %d samples in %.2f s (%.0f samples/s, validation included); peak RSS %.0f MiB;"
+            " peak GPU memory %.0f MiB",
+            self.samples,
+            seconds,
+            self.samples / seconds,
+            rss,
+            gpu,
+        )
+
+
+def _launch_time() -> float:
+    """When this process started (epoch seconds), from /proc (Linux); now elsewhere."""
+    try:
+        # Field 22 of /proc/<pid>/stat (starttime, clock ticks after boot); the fields after
+        # the ")" that closes the command name start at field 3.
+        stat = Path(f"/proc/{os.getpid()}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        lines = Path("/proc/stat").read_text().splitlines()
+        boot = next(float(line.split()[1]) for line in lines if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()

@@ -24,8 +24,8 @@ class SyntheticImagesDataModule(ArrayDataModule):
         n_test: int = 10_000,
         image_size: int = 28,
         num_classes: int = 10,
-        noise: float = 80.0,
-        max_shift: int = 3,
+        noise: float = 200.0,
+        max_shift: int = 5,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
