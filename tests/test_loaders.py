@@ -120,3 +120,15 @@ def test_datamodule_picks_the_resident_loader_on_cpu_without_copying():
 def test_datamodule_rejects_a_bad_resident_option():
     with pytest.raises(ValueError, match="resident must be auto, true or false"):
         Ramp(resident="sometimes")
+
+
+def test_batches_can_come_in_groups_for_several_steps_per_call():
+    x, y = ids(45)
+    grouped = TensorBatches(x, y, batch_size=10, shuffle=True, seed=3, batches_per_item=2)
+    single = TensorBatches(x, y, batch_size=10, shuffle=True, seed=3)
+    items = list(grouped)
+    assert len(grouped) == len(items) == 3
+    assert [len(item) for item in items] == [2, 2, 1]  # the last group is short
+    flat = [b for item in items for b in item]
+    for (xa, ya), (xb, yb) in zip(flat, single, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

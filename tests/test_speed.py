@@ -120,6 +120,7 @@ def test_speed_group_is_in_the_composed_config_with_every_key_documented():
     assert OmegaConf.to_container(cfg.speed) == {
         "resident": "auto",
         "cuda_graph": True,
+        "steps_per_batch": 8,
         "optimizer_impl": "fused",
         "matmul_precision": "high",
         "gpu_precision": None,
@@ -197,3 +198,27 @@ def test_graph_replay_and_ragged_eager_step_match_eager_training_exactly():
     assert seen.item() == sum(sizes)  # in-graph accumulation counted every batch once
     for a, b in zip(reference.state_dict().values(), model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@cuda
+def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps():
+    from hydra.utils import instantiate
+
+    cfg = composed("data=digits", "speed=max", "speed.steps_per_batch=8")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    batches_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_steps=batches_per_epoch + 3,  # stops inside a group of 8 in the second epoch
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 8
+    assert trainer.global_step == batches_per_epoch + 3
+    assert "train/loss" in trainer.callback_metrics

@@ -70,7 +70,9 @@ class SpeedReport(Callback):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch[0])
+        # A batch, or a list of batches (speed.steps_per_batch).
+        batches = batch if isinstance(batch[0], list | tuple) else [batch]
+        self.samples += sum(len(b[0]) for b in batches)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or self.first_step is None:

@@ -71,6 +71,9 @@ class ArrayDataModule(L.LightningDataModule):
         # Raw splits as loaded (uint8 images stay uint8); loaders normalize batches on the fly.
         self.splits: dict[str, Split] = {}
         self.normalizer: Normalize | None = None
+        # Training batches per loader item (set by a task module running several optimizer
+        # steps per training_step: speed.steps_per_batch with a captured step).
+        self.train_batches_per_item = 1
         # The splits' copies on the training device, made once: {split: (device, x, y)}.
         self._on_device: dict[str, tuple[torch.device, torch.Tensor, torch.Tensor]] = {}
         self.spec: DataSpec | None = None
@@ -156,7 +159,8 @@ class ArrayDataModule(L.LightningDataModule):
         if self.is_resident(device):
             x, y = self._device_split(split, device)
             norm = None if self.normalizer is None else self.normalizer.to(device)
-            return TensorBatches(x, y, size, normalize=norm, **common)
+            per_item = self.train_batches_per_item if train else 1
+            return TensorBatches(x, y, size, normalize=norm, batches_per_item=per_item, **common)
         x, y = self.splits[split]
         return HostBatches(
             x, y, size, normalize=self.normalizer, pin_memory=device.type == "cuda", **common

@@ -107,6 +107,9 @@ class TensorBatches:
         seed: seeds the permutations.
         normalize: applied to each input batch (None: inputs as stored).
         num_replicas, rank: DDP sharding; each rank reads its own shard.
+        batches_per_item: >1 yields lists of that many consecutive batches (the last list may
+            be shorter), for a training step that runs several optimizer steps per call
+            (speed.steps_per_batch); 1 yields the batches themselves.
     """
 
     def __init__(
@@ -119,23 +122,34 @@ class TensorBatches:
         normalize: Normalize | None = None,
         num_replicas: int = 1,
         rank: int = 0,
+        batches_per_item: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or batches_per_item < 1:
+            raise ValueError(
+                f"batch_size and batches_per_item must be >= 1, got {batch_size}, "
+                f"{batches_per_item}"
+            )
         self.x, self.y, self.batch_size, self.normalize = x, y, batch_size, normalize
+        self.batches_per_item = batches_per_item
         self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
         # Lightning inspects loaders like DataLoaders: it finds `sampler` and calls set_epoch.
         self.batch_sampler = None
 
     def __len__(self) -> int:
-        return -(-len(self.sampler) // self.batch_size)
+        batches = -(-len(self.sampler) // self.batch_size)
+        return -(-batches // self.batches_per_item)
 
     def _batch(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         return (self.normalize(x) if self.normalize is not None else x), y
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
+        if self.batches_per_item == 1:
+            return self._batches()
+        return _grouped(self._batches(), self.batches_per_item)
+
+    def _batches(self) -> Iterator[Batch]:
         order = self.sampler.indices(self.x.device)
         n, b = len(self.sampler), self.batch_size
         for start in range(0, n, b):
@@ -144,6 +158,17 @@ class TensorBatches:
             else:
                 idx = order[start : start + b]
                 yield self._batch(self.x.index_select(0, idx), self.y.index_select(0, idx))
+
+
+def _grouped(batches: Iterator[Batch], k: int) -> Iterator[list[Batch]]:
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 class _BatchRows:

@@ -162,14 +162,19 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         if self.graphed is None:
             return self._step(batch, "train")
-        x, y = batch
+        # One batch, or a list of them (speed.steps_per_batch): one optimizer step each.
+        batches = batch if isinstance(batch[0], list | tuple) else [batch]
         optimizer = self.optimizers()
-        # Lightning counts optimizer steps (global_step: max_steps, checkpoints, logging) through
-        # these hooks of its optimizer wrapper; the step itself is inside the graph.
-        optimizer._on_before_step()
-        self.graphed(x, y)
-        optimizer._on_after_step()
-        self.samples["train"] += len(x)
+        max_steps = self.trainer.max_steps
+        for x, y in batches:
+            if 0 <= max_steps <= self.trainer.global_step:
+                break  # max_steps is exact even mid-list
+            # Lightning counts optimizer steps (global_step: max_steps, checkpoints) through
+            # these hooks of its optimizer wrapper; the step itself is inside the graph.
+            optimizer._on_before_step()
+            self.graphed(x, y)
+            optimizer._on_after_step()
+            self.samples["train"] += len(x)
 
     def _graph_step_fn(self, x: torch.Tensor, y: torch.Tensor):
         output = self(x)
@@ -197,6 +202,16 @@ class TaskModule(L.LightningModule):
                 "gradients (trainer.gradient_clip_val) or accumulate them "
                 "(trainer.accumulate_grad_batches); set speed.cuda_graph=false for those"
             )
+        per_batch = int(speed.get("steps_per_batch", 1))
+        if per_batch > 1 and not isinstance(trainer.val_check_interval, float):
+            raise ValueError(
+                "speed.steps_per_batch > 1 counts Lightning batches in groups of steps: set "
+                "trainer.val_check_interval as a fraction of the epoch (float), or "
+                "speed.steps_per_batch=1"
+            )
+        datamodule = trainer.datamodule
+        if per_batch > 1 and hasattr(datamodule, "train_batches_per_item"):
+            datamodule.train_batches_per_item = per_batch
         self.automatic_optimization = False
         self.graphed = _PENDING
 
