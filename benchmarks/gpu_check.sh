@@ -3,6 +3,7 @@
 # accuracy with timing and memory, the CUDA tests, and a bf16-mixed speed=max figure. Logs go
 # to $OUT (default ./gpu_out); run folders to a temporary directory. Run from the repository
 # root: `bash benchmarks/gpu_check.sh`. Without CUDA it still runs, smaller (CUDA tests skip).
+# SPEEDS (default "default max") picks the training runs; BF16=0 skips the bf16 figure.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -29,7 +30,7 @@ timeout 200 $PY benchmarks/speed.py $steps --json "$OUT/bench.json" 2>&1 \
 
 LOG=train.log
 log "training to accuracy: synthetic MNIST, 784-64-128-64-10 BatchNorm, Adam, batch 128, $epochs epochs"
-for speed in default max; do
+for speed in ${SPEEDS:-default max}; do
   log "speed=$speed"
   timeout 60 $PY train.py data=synthetic_mnist "model.hidden_sizes=[64,128,64]" model.norm=batchnorm \
     speed=$speed trainer.max_epochs=$epochs logger=csv hydra.run.dir="$RUNS/$speed" \
@@ -45,6 +46,7 @@ LOG=tests.log
 log "tests/test_speed.py"
 timeout 60 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
 
+[ "${BF16:-1}" = 1 ] || exit 0
 LOG=bench.log
 log "bf16-mixed speed=max, mnist net"
 timeout 25 $PY benchmarks/speed.py $steps --nets mnist --paths nnlab_max \
