@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
                     RUNNERS[path](data, net, batch_size, device, clock)
                     rates[path] = clock.rate(batch_size)
                 except Exception as e:  # report and go on: one failing path must not hide the rest
-                    print(f"  {path}: FAILED: {type(e).__name__}: {e}", flush=True)
+                    # On a line of its own: a progress bar may have left the cursor mid-line.
+                    print(f"\n  {path}: FAILED: {type(e).__name__}: {e}", flush=True)
                 gc.collect()
                 if path in rates:
                     print(

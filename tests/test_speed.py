@@ -222,3 +222,25 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
     assert data.train_batches_per_item == 8
     assert trainer.global_step == batches_per_epoch + 3
     assert "train/loss" in trainer.callback_metrics
+
+
+def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run():
+    cfg = composed("data=digits", "speed=default")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    data.train_batches_per_item = 8  # as a speed=max fit on a GPU leaves it
+    module = build_module(cfg, data.spec)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 1
+    assert trainer.global_step == len(data.train_dataloader())

@@ -186,6 +186,9 @@ class TaskModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         speed = self.hparams.get("speed") or {}
         trainer = self.trainer
+        datamodule = trainer.datamodule
+        if hasattr(datamodule, "train_batches_per_item"):
+            datamodule.train_batches_per_item = 1  # unless a captured step below takes more
         if stage != "fit" or not speed.get("cuda_graph"):
             return
         device = trainer.strategy.root_device
@@ -209,7 +212,6 @@ class TaskModule(L.LightningModule):
                 "trainer.val_check_interval as a fraction of the epoch (float), or "
                 "speed.steps_per_batch=1"
             )
-        datamodule = trainer.datamodule
         if per_batch > 1 and hasattr(datamodule, "train_batches_per_item"):
             datamodule.train_batches_per_item = per_batch
         self.automatic_optimization = False
