@@ -244,3 +244,30 @@ def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run()
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 1
     assert trainer.global_step == len(data.train_dataloader())
+
+
+@pytest.mark.parametrize("extra", [[], ["scheduler=step", "scheduler.step_size=1"]])
+def test_several_eager_steps_per_batch_train_exactly_like_one_step_per_batch(extra):
+    one = fit(composed("data=digits", *extra), "cpu", max_epochs=2)
+    grouped = fit(composed("data=digits", *extra, "speed.steps_per_batch=8"), "cpu", max_epochs=2)
+    assert one == grouped  # same arithmetic in the same order: identical metrics
+
+
+def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
+    from hydra.utils import instantiate
+
+    cfg = composed("data=digits", "speed.steps_per_batch=8")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=21,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 8 and not module.automatic_optimization
+    assert trainer.global_step == 21

@@ -160,7 +160,7 @@ class TaskModule(L.LightningModule):
         return values
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        if self.graphed is None:
+        if self.automatic_optimization:
             return self._step(batch, "train")
         # One batch, or a list of them (speed.steps_per_batch): one optimizer step each.
         batches = batch if isinstance(batch[0], list | tuple) else [batch]
@@ -169,6 +169,11 @@ class TaskModule(L.LightningModule):
         for x, y in batches:
             if 0 <= max_steps <= self.trainer.global_step:
                 break  # max_steps is exact even mid-list
+            if self.graphed is None:
+                optimizer.zero_grad()
+                self.manual_backward(self._step((x, y), "train"))
+                optimizer.step()
+                continue
             # Lightning counts optimizer steps (global_step: max_steps, checkpoints) through
             # these hooks of its optimizer wrapper; the step itself is inside the graph.
             optimizer._on_before_step()
@@ -184,38 +189,44 @@ class TaskModule(L.LightningModule):
         return loss
 
     def setup(self, stage: str) -> None:
+        """Chooses the training step from `speed`: Lightning's automatic optimization, or
+        manual steps (several per batch with steps_per_batch > 1), captured in a CUDA graph
+        with cuda_graph on a GPU."""
         speed = self.hparams.get("speed") or {}
         trainer = self.trainer
         datamodule = trainer.datamodule
-        if hasattr(datamodule, "train_batches_per_item"):
-            datamodule.train_batches_per_item = 1  # unless a captured step below takes more
-        if stage != "fit" or not speed.get("cuda_graph"):
+        per_batch = int(speed.get("steps_per_batch", 1))
+        if per_batch < 1:
+            raise ValueError(f"speed.steps_per_batch must be >= 1, got {per_batch}")
+        groups = hasattr(datamodule, "train_batches_per_item")
+        if groups:
+            datamodule.train_batches_per_item = 1  # unless set below
+        graph = bool(speed.get("cuda_graph")) and trainer.strategy.root_device.type == "cuda"
+        grouped = per_batch > 1 and groups
+        if stage != "fit" or not (graph or grouped):
             return
-        device = trainer.strategy.root_device
-        if device.type != "cuda":
-            return  # speed=max on the CPU: eager steps with the CPU's speed options
-        if trainer.world_size > 1:
+        if graph and trainer.world_size > 1:
             raise ValueError(
                 "speed.cuda_graph does not run under multi-process (DDP) training yet: its "
                 "gradients would skip the all-reduce. Use speed.cuda_graph=false with DDP."
             )
         if trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1:
             raise ValueError(
-                "speed.cuda_graph captures one optimizer step per batch: it cannot clip "
-                "gradients (trainer.gradient_clip_val) or accumulate them "
-                "(trainer.accumulate_grad_batches); set speed.cuda_graph=false for those"
+                "speed.cuda_graph and speed.steps_per_batch > 1 take one optimizer step per "
+                "batch: they cannot clip gradients (trainer.gradient_clip_val) or accumulate "
+                "them (trainer.accumulate_grad_batches); use speed=default for those"
             )
-        per_batch = int(speed.get("steps_per_batch", 1))
-        if per_batch > 1 and not isinstance(trainer.val_check_interval, float):
-            raise ValueError(
-                "speed.steps_per_batch > 1 counts Lightning batches in groups of steps: set "
-                "trainer.val_check_interval as a fraction of the epoch (float), or "
-                "speed.steps_per_batch=1"
-            )
-        if per_batch > 1 and hasattr(datamodule, "train_batches_per_item"):
+        if grouped:
+            if not isinstance(trainer.val_check_interval, float):
+                raise ValueError(
+                    "speed.steps_per_batch > 1 counts Lightning batches in groups of steps: set "
+                    "trainer.val_check_interval as a fraction of the epoch (float), or "
+                    "speed.steps_per_batch=1"
+                )
             datamodule.train_batches_per_item = per_batch
         self.automatic_optimization = False
-        self.graphed = _PENDING
+        if graph:
+            self.graphed = _PENDING
 
     def on_train_start(self) -> None:
         # The sanity-check validation before training must not count as a best value.
@@ -232,7 +243,7 @@ class TaskModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        if self.graphed is None:
+        if self.automatic_optimization:
             return
         # Manual optimization: Lightning leaves the scheduler to us. After validation (which
         # runs before this hook), so ReduceLROnPlateau sees this epoch's val/loss.
