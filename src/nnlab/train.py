@@ -36,6 +36,7 @@ def build_module(cfg: DictConfig, spec: Any):
         optimizer=container.get("optimizer"),
         scheduler=container.get("scheduler") or None,
         data=container["data"],
+        speed=container.get("speed"),
     )
 
 
@@ -59,7 +60,12 @@ def train(cfg: DictConfig) -> float | None:
 
     setup_console()
     seed_everything(cfg.get("seed"))
+    from nnlab.speed import apply_speed
+
+    apply_speed(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
+    if cfg.get("speed") and hasattr(datamodule, "resident"):
+        datamodule.resident = cfg.speed.resident
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)

@@ -12,11 +12,15 @@ from typing import ClassVar
 import lightning as L
 import torch
 
-from nnlab.data.loaders import TensorBatches
+from nnlab.data.loaders import HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 
 Split = tuple[torch.Tensor, torch.Tensor]
 NORMALIZE = ("global", "feature", "none")
+RESIDENT = ("auto", True, False)
+# resident=auto keeps the splits on a GPU when together they take at most this share of its
+# free memory, leaving the rest to activations, the optimizer and other processes.
+RESIDENT_GPU_SHARE = 0.5
 
 
 class ArrayDataModule(L.LightningDataModule):
@@ -31,6 +35,10 @@ class ArrayDataModule(L.LightningDataModule):
             column: tabular data) or "none"; statistics come from the training split only.
         seed: seeds the splits and the per-epoch shuffling.
         eval_batch_size: batch size for validation and test (it does not change results).
+        resident: True holds each split on the training device once and batches it there
+            (TensorBatches); False feeds batches from host memory through a DataLoader
+            (HostBatches); "auto" is True on the CPU, and on a GPU when the splits fit
+            RESIDENT_GPU_SHARE of its free memory.
     """
 
     task: ClassVar[str]
@@ -43,6 +51,7 @@ class ArrayDataModule(L.LightningDataModule):
         normalize: str = "global",
         seed: int = 0,
         eval_batch_size: int = 1024,
+        resident: bool | str = "auto",
     ) -> None:
         super().__init__()
         if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
@@ -54,10 +63,19 @@ class ArrayDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be in (0, 1), got {value}")
         if normalize not in NORMALIZE:
             raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZE)}")
+        if resident not in RESIDENT:
+            raise ValueError(f"resident must be auto, true or false, got {resident!r}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.normalize, self.seed = normalize, seed
+        self.normalize, self.seed, self.resident = normalize, seed, resident
+        # Raw splits as loaded (uint8 images stay uint8); loaders normalize batches on the fly.
         self.splits: dict[str, Split] = {}
+        self.normalizer: Normalize | None = None
+        # Training batches per loader item (set by a task module running several optimizer
+        # steps per training_step: speed.steps_per_batch with a captured step).
+        self.train_batches_per_item = 1
+        # The splits' copies on the training device, made once: {split: (device, x, y)}.
+        self._on_device: dict[str, tuple[torch.device, torch.Tensor, torch.Tensor]] = {}
         self.spec: DataSpec | None = None
 
     # -- what a subclass provides ------------------------------------------------------------
@@ -81,10 +99,8 @@ class ArrayDataModule(L.LightningDataModule):
         if val is None:
             train, val = _split(train, self.val_fraction, g)
         mean, std = self._statistics(train[0])
-        self.splits = {
-            name: (((x.float() - mean) / std), y)
-            for name, (x, y) in {"train": train, "val": val, "test": test}.items()
-        }
+        self.normalizer = None if self.normalize == "none" else Normalize.from_stats(mean, std)
+        self.splits = {"train": train, "val": val, "test": test}
         y = train[1]
         if self.task == "regression":
             num_outputs = 1 if y.dim() == 1 else y.shape[1]
@@ -104,23 +120,59 @@ class ArrayDataModule(L.LightningDataModule):
         # A constant column carries no information; dividing it by 1 keeps it at 0.
         return x.mean(dim=0), torch.where(std > 1e-8, std, torch.ones_like(std))
 
-    def _loader(self, split: str, train: bool) -> TensorBatches:
+    def _placement(self) -> tuple[torch.device, int, int]:
+        """(training device, number of ranks, this rank), from the attached Trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return torch.device("cpu"), 1, 0
+        return trainer.strategy.root_device, trainer.world_size, trainer.global_rank
+
+    def is_resident(self, device: torch.device) -> bool:
+        """Whether the splits are held on `device` (see `resident`)."""
+        if self.resident != "auto":
+            return bool(self.resident)
+        if device.type != "cuda":
+            return True  # the splits are in this memory already: batch them in place
+        size = sum(x.nbytes + y.nbytes for x, y in self.splits.values())
+        free, _ = torch.cuda.mem_get_info(device)
+        return size <= RESIDENT_GPU_SHARE * free
+
+    def _device_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split on `device`, copied there once (on the CPU: the split itself)."""
+        held = self._on_device.get(split)
+        if held is None or held[0] != device:
+            x, y = self.splits[split]
+            held = (device, x.to(device), y.to(device))
+            self._on_device[split] = held  # replaces a copy on another device
+        return held[1], held[2]
+
+    def _loader(self, split: str, train: bool) -> TensorBatches | HostBatches:
         if not self.splits:
             self.setup()
-        x, y = self.splits[split]
+        n = len(self.splits[split][0])
         if train:
-            size = len(x) if self.batch_size == "full" else self.batch_size
+            size = n if self.batch_size == "full" else self.batch_size
         else:
             size = max(self.eval_batch_size, 1)
-        return TensorBatches(x, y, size, shuffle=train, seed=self.seed)
+        device, replicas, rank = self._placement()
+        common = {"shuffle": train, "seed": self.seed, "num_replicas": replicas, "rank": rank}
+        if self.is_resident(device):
+            x, y = self._device_split(split, device)
+            norm = None if self.normalizer is None else self.normalizer.to(device)
+            per_item = self.train_batches_per_item if train else 1
+            return TensorBatches(x, y, size, normalize=norm, batches_per_item=per_item, **common)
+        x, y = self.splits[split]
+        return HostBatches(
+            x, y, size, normalize=self.normalizer, pin_memory=device.type == "cuda", **common
+        )
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TensorBatches | HostBatches:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> TensorBatches:
+    def val_dataloader(self) -> TensorBatches | HostBatches:
         return self._loader("val", train=False)
 
-    def test_dataloader(self) -> TensorBatches:
+    def test_dataloader(self) -> TensorBatches | HostBatches:
         return self._loader("test", train=False)
 
 

@@ -1,35 +1,116 @@
-"""In-memory batch iteration: a split held as one tensor, shuffled by one permutation per
-epoch and sliced into batches, with no per-sample Python and no worker processes."""
+"""Batch iteration over splits held in memory as one tensor each.
+
+Two loaders, chosen by the datamodule (`ArrayDataModule.resident`):
+
+- `TensorBatches` holds a split on the training device (once) and yields batches by indexing it
+  with one permutation per epoch: no per-sample Python, no worker processes, no per-step
+  host-to-device copy. Inputs are kept as stored (uint8 images stay uint8, 4× smaller) and
+  normalized on the fly, in one fused kernel per batch.
+- `HostBatches` keeps the split in host memory and feeds it through a `DataLoader` that gathers
+  whole batches (again no per-sample Python) into pinned memory, for data too large for the
+  device's memory budget; Lightning copies each batch to the device.
+
+Both shard exactly like `torch.utils.data.DistributedSampler` under DDP (same seed + epoch
+permutation, padded to equal length, rank-strided), so results do not depend on the loader.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import DataLoader
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class EpochPermutation:
-    """Shuffling that is a function of (seed, epoch), like DistributedSampler's.
+    """The indices one rank reads in one epoch, a function of (seed, epoch) alone.
 
-    Lightning calls `set_epoch` on a loader's `sampler` at each epoch start, so runs are
-    reproducible and a resumed run sees the same order as an uninterrupted one.
+    Identical to DistributedSampler's: shuffled by a CPU generator seeded with seed + epoch,
+    padded by repeating the first indices to a multiple of `num_replicas` (or truncated with
+    `drop_last`), then every `num_replicas`-th index from `rank`. Lightning calls `set_epoch`
+    on a loader's `sampler` at each epoch start, so a resumed run sees the same order as an
+    uninterrupted one. The permutation (n int64s, once per epoch) is made on the CPU so that it
+    matches DistributedSampler bit for bit on any device, then moved to the device.
     """
 
-    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        if drop_last and n % num_replicas:
+            self.num_samples = n // num_replicas
+        else:
+            self.num_samples = -(-n // num_replicas)
+        self.total_size = self.num_samples * num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def indices(self, device: torch.device) -> torch.Tensor | None:
-        if not self.shuffle:
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def indices(self, device: torch.device | None = None) -> torch.Tensor | None:
+        """This rank's indices for the current epoch; None for "all, in order" (one process,
+        no shuffling), so that batches can be plain slices."""
+        if not self.shuffle and self.num_replicas == 1:
             return None
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.n, generator=g).to(device)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if self.total_size > self.n:
+            repeats = -(-(self.total_size - self.n) // self.n)
+            order = torch.cat([order, *[order] * repeats])[: self.total_size]
+        else:
+            order = order[: self.total_size]
+        order = order[self.rank : self.total_size : self.num_replicas]
+        return order if device is None else order.to(device, non_blocking=True)
+
+
+class Normalize:
+    """x ↦ (x − mean) / std as one fused multiply-add that also casts uint8 to float."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        self.scale, self.shift = scale, shift
+
+    @classmethod
+    def from_stats(cls, mean: torch.Tensor, std: torch.Tensor) -> Normalize:
+        return cls((1.0 / std).float(), (-mean / std).float())
+
+    def to(self, device: torch.device) -> Normalize:
+        """A copy whose statistics live on `device` (self is left as is)."""
+        return Normalize(self.scale.to(device), self.shift.to(device))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
 
 
 class TensorBatches:
-    """Iterates (x, y) batches over tensors held in memory."""
+    """Iterates normalized (x, y) batches over tensors held on one device.
+
+    Args:
+        x, y: the split's inputs (as stored, e.g. uint8) and targets, on the device to train on.
+        batch_size: samples per batch; the last batch of an epoch may be smaller.
+        shuffle: a new permutation per epoch (see EpochPermutation).
+        seed: seeds the permutations.
+        normalize: applied to each input batch (None: inputs as stored).
+        num_replicas, rank: DDP sharding; each rank reads its own shard.
+        batches_per_item: >1 yields lists of that many consecutive batches (the last list may
+            be shorter), for a training step that runs several optimizer steps per call
+            (speed.steps_per_batch); 1 yields the batches themselves.
+    """
 
     def __init__(
         self,
@@ -38,23 +119,129 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
+        normalize: Normalize | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        batches_per_item: int = 1,
+    ) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+        if batch_size < 1 or batches_per_item < 1:
+            raise ValueError(
+                f"batch_size and batches_per_item must be >= 1, got {batch_size}, "
+                f"{batches_per_item}"
+            )
+        self.x, self.y, self.batch_size, self.normalize = x, y, batch_size, normalize
+        self.batches_per_item = batches_per_item
+        self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
+        # Lightning inspects loaders like DataLoaders: it finds `sampler` and calls set_epoch.
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        batches = -(-len(self.sampler) // self.batch_size)
+        return -(-batches // self.batches_per_item)
+
+    def _batch(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        return (self.normalize(x) if self.normalize is not None else x), y
+
+    def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
+        if self.batches_per_item == 1:
+            return self._batches()
+        return _grouped(self._batches(), self.batches_per_item)
+
+    def _batches(self) -> Iterator[Batch]:
+        order = self.sampler.indices(self.x.device)
+        n, b = len(self.sampler), self.batch_size
+        for start in range(0, n, b):
+            if order is None:
+                yield self._batch(self.x[start : start + b], self.y[start : start + b])
+            else:
+                idx = order[start : start + b]
+                yield self._batch(self.x.index_select(0, idx), self.y.index_select(0, idx))
+
+
+def _grouped(batches: Iterator[Batch], k: int) -> Iterator[list[Batch]]:
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+class _BatchRows:
+    """A map-style dataset whose keys are whole index tensors: one gather per batch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, normalize: Normalize | None) -> None:
+        self.x, self.y, self.normalize = x, y, normalize
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx: torch.Tensor) -> Batch:
+        x = self.x.index_select(0, idx)
+        return (self.normalize(x) if self.normalize is not None else x), self.y.index_select(0, idx)
+
+
+class _BatchIndices:
+    """Yields one index tensor per batch from an EpochPermutation (a DataLoader sampler)."""
+
+    def __init__(self, permutation: EpochPermutation, batch_size: int) -> None:
+        self.permutation, self.batch_size = permutation, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.permutation) // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = self.permutation.indices()
+        if order is None:
+            order = torch.arange(self.permutation.n)
+        yield from order.split(self.batch_size)
+
+
+class HostBatches:
+    """Iterates normalized (x, y) batches of host-memory tensors through a DataLoader.
+
+    For splits over the device's memory budget. Batches are gathered whole in the main process
+    (the data is already in memory, so worker processes would only add copying) and, when
+    `pin_memory`, pinned by the DataLoader's pinning thread so the copy to the GPU overlaps.
+    Arguments as for TensorBatches, plus `pin_memory` and `num_workers`.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        normalize: Normalize | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pin_memory: bool = False,
+        num_workers: int = 0,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.sampler = EpochPermutation(len(x), shuffle, seed)
-        # Lightning inspects loaders like DataLoaders: it finds `sampler` and calls set_epoch.
+        self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
         self.batch_sampler = None
+        self.batch_size = batch_size
+        # batch_size=None: the "sampler" yields whole index tensors, the dataset gathers them.
+        self.loader = DataLoader(
+            _BatchRows(x, y, normalize),
+            batch_size=None,
+            sampler=_BatchIndices(self.sampler, batch_size),
+            pin_memory=pin_memory,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.sampler.indices(self.x.device)
-        for start in range(0, len(self.x), self.batch_size):
-            idx = slice(start, start + self.batch_size)
-            if order is not None:
-                idx = order[idx]
-            yield self.x[idx], self.y[idx]
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)

@@ -1,8 +1,12 @@
 """The shared LightningModule: builds its network and loss from plain configs, so a checkpoint
 alone (its saved hyperparameters) rebuilds the module; logs loss and metrics per epoch.
 
-Logging never calls `.item()` in a step: Lightning and torchmetrics accumulate on the device and
-synchronise once per epoch.
+Steps never sync with the host nor call `self.log` (whose per-call bookkeeping costs more than a
+small network's whole step): metrics and loss sums accumulate on the device, and are computed,
+logged and reset once per epoch. Training logs train/loss and the task's cheap metric
+(`train_sums`: acc or mse), a few tensor ops per step; validation and test log the task's full
+torchmetrics collection. With `speed.cuda_graph` on a GPU the whole training step, sums
+included, is one replayed CUDA graph (nnlab.tasks.graphed).
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
+from nnlab.tasks.graphed import GraphedStep, optimizer_options
 
 STAGES = ("train", "val", "test")
 # Direction of a metric, from the last part of its name (val/acc → acc).
 HIGHER_IS_BETTER = {"acc", "f1", "auroc", "r2"}
 LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes", "rmse_orig", "mae_orig", "rmse_log"}
+
+
+# Marks a module whose step will be captured once the optimizer exists (at train start).
+_PENDING: Any = object()
 
 
 def metric_mode(metric: str) -> str:
@@ -45,6 +54,8 @@ class TaskModule(L.LightningModule):
         optimizer: a `_partial_` optimizer config.
         scheduler: a `_partial_` LR-scheduler config, or None.
         data: the data config the module was trained on (eval.py rebuilds the data from it).
+        speed: the speed config (configs/speed): optimizer implementation and whole-step CUDA
+            graph capture; None is speed=default.
     """
 
     task: ClassVar[str]
@@ -59,6 +70,7 @@ class TaskModule(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        speed: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -75,11 +87,16 @@ class TaskModule(L.LightningModule):
         )
         self.loss_fn = create_loss(loss, self.spec.task, self.spec.num_outputs)
         metrics = self.make_metrics()
-        # One collection per stage (keys "train" etc. would clash with nn.Module.train).
+        # One collection per evaluation stage (keys "val" etc. would clash with nn.Module).
         self.metrics = torch.nn.ModuleDict(
-            {f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES}
+            {f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES[1:]}
         )
         self.best = MaxMetric() if metric_mode(self.monitor) == "max" else MinMetric()
+        self.graphed: GraphedStep | None = None  # made in setup() when the step is captured
+        # Per stage: sums over the epoch's samples, on the device ({"loss": ..., for training
+        # also the `train_sums`}), and the sample count, on the host.
+        self.sums: dict[str, dict[str, torch.Tensor]] = {stage: {} for stage in STAGES}
+        self.samples = dict.fromkeys(STAGES, 0)
 
     # -- what a task provides -----------------------------------------------------------------
     def make_metrics(self) -> MetricCollection:
@@ -91,6 +108,12 @@ class TaskModule(L.LightningModule):
         """(predictions, targets) in the form the task's metrics take."""
         raise NotImplementedError
 
+    def train_sums(self, output: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-batch sums whose epoch total over the sample count is a train metric (e.g.
+        {"acc": number correct}); what a captured step logs, since torchmetrics' updates
+        cannot be captured."""
+        raise NotImplementedError
+
     # -- shared -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -99,14 +122,140 @@ class TaskModule(L.LightningModule):
         x, y = batch
         output = self(x)
         loss = self.loss_fn(output, y)
-        metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(*self.metric_inputs(output.detach(), y))
-        self.log(f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(x))
-        self.log_dict(metrics, on_step=False, on_epoch=True)
+        sums = {"loss": loss.detach() * len(x)}
+        if stage == "train":
+            sums.update(self.train_sums(output.detach(), y))
+        else:
+            self.metrics[f"{stage}_metrics"].update(*self.metric_inputs(output.detach(), y))
+        self.accumulate(stage, sums)
+        self.samples[stage] += len(x)
         return loss
 
+    def accumulate(self, stage: str, sums: dict[str, torch.Tensor]) -> None:
+        """Adds per-batch sums into the stage's epoch sums (device tensors, made at first use)."""
+        totals = self.sums[stage]
+        for name, value in sums.items():
+            if name not in totals:
+                totals[name] = torch.zeros((), dtype=torch.float32, device=value.device)
+            totals[name].add_(value)
+
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        """Logs and resets the stage's epoch metrics; returns the logged values."""
+        values = {}
+        if stage != "train":
+            metrics = self.metrics[f"{stage}_metrics"]
+            # torchmetrics syncs its states across ranks itself.
+            values = metrics.compute() if self.samples[stage] else {}
+            metrics.reset()
+            self.log_dict(values)
+        n = self.samples[stage]
+        for name, total in self.sums[stage].items():
+            if n:
+                # Every rank sees as many samples (sharding pads), so the mean over ranks of the
+                # per-rank means is the mean over all samples.
+                values[f"{stage}/{name}"] = total / n
+                self.log(f"{stage}/{name}", values[f"{stage}/{name}"], sync_dist=True)
+            total.zero_()
+        self.samples[stage] = 0
+        return values
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        return self._step(batch, "train")
+        if self.automatic_optimization:
+            return self._step(batch, "train")
+        # One batch, or a list of them (speed.steps_per_batch): one optimizer step each.
+        batches = batch if isinstance(batch[0], list | tuple) else [batch]
+        optimizer = self.optimizers()
+        max_steps = self.trainer.max_steps
+        for x, y in batches:
+            if 0 <= max_steps <= self.trainer.global_step:
+                break  # max_steps is exact even mid-list
+            if self.graphed is None:
+                optimizer.zero_grad()
+                self.manual_backward(self._step((x, y), "train"))
+                optimizer.step()
+                continue
+            # Lightning counts optimizer steps (global_step: max_steps, checkpoints) through
+            # these hooks of its optimizer wrapper; the step itself is inside the graph.
+            optimizer._on_before_step()
+            self.graphed(x, y)
+            optimizer._on_after_step()
+            self.samples["train"] += len(x)
+
+    def _graph_step_fn(self, x: torch.Tensor, y: torch.Tensor):
+        output = self(x)
+        loss = self.loss_fn(output, y)
+        sums = {"loss": loss.detach() * len(x), **self.train_sums(output.detach(), y)}
+        self.accumulate("train", sums)
+        return loss
+
+    def setup(self, stage: str) -> None:
+        """Chooses the training step from `speed`: Lightning's automatic optimization, or
+        manual steps (several per batch with steps_per_batch > 1), captured in a CUDA graph
+        with cuda_graph on a GPU."""
+        speed = self.hparams.get("speed") or {}
+        trainer = self.trainer
+        datamodule = trainer.datamodule
+        per_batch = int(speed.get("steps_per_batch", 1))
+        if per_batch < 1:
+            raise ValueError(f"speed.steps_per_batch must be >= 1, got {per_batch}")
+        groups = hasattr(datamodule, "train_batches_per_item")
+        if groups:
+            datamodule.train_batches_per_item = 1  # unless set below
+        graph = bool(speed.get("cuda_graph")) and trainer.strategy.root_device.type == "cuda"
+        grouped = per_batch > 1 and groups
+        if stage != "fit" or not (graph or grouped):
+            return
+        if graph and trainer.world_size > 1:
+            raise ValueError(
+                "speed.cuda_graph does not run under multi-process (DDP) training yet: its "
+                "gradients would skip the all-reduce. Use speed.cuda_graph=false with DDP."
+            )
+        if trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                "speed.cuda_graph and speed.steps_per_batch > 1 take one optimizer step per "
+                "batch: they cannot clip gradients (trainer.gradient_clip_val) or accumulate "
+                "them (trainer.accumulate_grad_batches); use speed=default for those"
+            )
+        if grouped:
+            if not isinstance(trainer.val_check_interval, float):
+                raise ValueError(
+                    "speed.steps_per_batch > 1 counts Lightning batches in groups of steps: set "
+                    "trainer.val_check_interval as a fraction of the epoch (float), or "
+                    "speed.steps_per_batch=1"
+                )
+            datamodule.train_batches_per_item = per_batch
+        self.automatic_optimization = False
+        if graph:
+            self.graphed = _PENDING
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation before training must not count as a best value.
+        self.best.reset()
+        if self.graphed is _PENDING:
+            optimizer = self.optimizers().optimizer
+            self.graphed = GraphedStep(
+                self.net, optimizer, self._graph_step_fn, reset=self._reset_train_sums
+            )
+
+    def _reset_train_sums(self) -> None:
+        for total in self.sums["train"].values():
+            total.zero_()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+        if self.automatic_optimization:
+            return
+        # Manual optimization: Lightning leaves the scheduler to us. After validation (which
+        # runs before this hook), so ReduceLROnPlateau sees this epoch's val/loss.
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get("val/loss")
+            if value is not None:
+                scheduler.step(value)
+        else:
+            scheduler.step()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         self._step(batch, "val")
@@ -122,22 +271,25 @@ class TaskModule(L.LightningModule):
         """The task's prediction for inputs x (a value, a class, or a 0/1 label)."""
         return self(x)
 
-    def on_train_start(self) -> None:
-        # The sanity-check validation before training must not count as a best value.
-        self.best.reset()
-
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        values = self._log_epoch("val")
+        if self.trainer.sanity_checking or self.monitor not in values:
             return
-        # callback_metrics still hold the previous epoch here: compute this epoch's value.
-        self.best.update(self.metrics["val_metrics"].compute()[self.monitor])
+        self.best.update(values[self.monitor])
         self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self):
         hp = self.hparams
         if not hp.optimizer:
             raise ValueError("no optimizer config given")
-        optimizer = instantiate(hp.optimizer, _convert_="all")(params=self.parameters())
+        speed = hp.get("speed") or {}
+        options = optimizer_options(
+            hp.optimizer, self.device, speed.get("optimizer_impl"), self.graphed is not None
+        )
+        optimizer = instantiate(hp.optimizer, _convert_="all")(params=self.parameters(), **options)
         if not hp.scheduler:
             return optimizer
         scheduler = instantiate(hp.scheduler, _convert_="all")(optimizer=optimizer)

@@ -22,5 +22,8 @@ class BinaryTask(TaskModule):
     def metric_inputs(self, output, y):
         return torch.sigmoid(output.squeeze(-1)), y.long()
 
+    def train_sums(self, output, y):
+        return {"acc": ((output.squeeze(-1) > 0).long() == y.long()).sum(dtype=torch.float32)}
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return (self(x).squeeze(-1) > 0).long()

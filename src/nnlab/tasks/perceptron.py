@@ -25,6 +25,9 @@ class PerceptronTask(BinaryTask):
         self.automatic_optimization = False
         self.register_buffer("epoch_mistakes", torch.zeros((), dtype=torch.long), persistent=False)
 
+    def setup(self, stage: str) -> None:
+        """The rule runs sample by sample in Python: speed.cuda_graph does not apply to it."""
+
     def on_train_epoch_start(self) -> None:
         self.epoch_mistakes.zero_()
 
@@ -44,6 +47,7 @@ class PerceptronTask(BinaryTask):
             self._step(batch, "train")
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         # One host sync per epoch. Under DDP, Lightning stops only when every rank agrees.
         if int(self.epoch_mistakes) == 0:
             self.trainer.should_stop = True

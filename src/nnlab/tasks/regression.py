@@ -56,3 +56,9 @@ class RegressionTask(TaskModule):
 
     def metric_inputs(self, output, y):
         return (output.squeeze(-1), y) if self.spec.num_outputs == 1 else (output, y)
+
+    def train_sums(self, output, y):
+        pred, target = self.metric_inputs(output, y)
+        # Per-sample mean over targets, so that sum / samples is MeanSquaredError's value.
+        se = (pred - target).square()
+        return {"mse": (se if se.dim() == 1 else se.mean(dim=-1)).sum()}

@@ -1,0 +1,108 @@
+"""Applies the speed config group (configs/speed) to a composed run config: process-wide torch
+settings and the Trainer options it implies. The module-side parts (optimizer implementation,
+whole-step CUDA graph) are read by the task module from its `speed` hyperparameters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def uses_gpu(trainer_cfg: DictConfig) -> bool:
+    """Whether a Trainer built from this config will train on a CUDA GPU."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def apply_speed(cfg: DictConfig) -> None:
+    """Sets torch's matmul precision and edits cfg.trainer for cfg.speed (before the Trainer is
+    instantiated)."""
+    speed = cfg.get("speed")
+    if not speed:
+        return
+    precision = speed.get("matmul_precision", "highest")
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(
+            f"speed.matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, "
+            f"got {precision!r}"
+        )
+    torch.set_float32_matmul_precision(precision)
+    with open_dict(cfg):
+        if speed.get("sanity_val_steps") is not None:
+            cfg.trainer.num_sanity_val_steps = int(speed.sanity_val_steps)
+        gpu_precision = speed.get("gpu_precision")
+        if gpu_precision and uses_gpu(cfg.trainer):
+            if "bf16" in str(gpu_precision) and not torch.cuda.is_bf16_supported():
+                log.warning(
+                    "speed.gpu_precision=%s: this GPU lacks bf16; keeping fp32", gpu_precision
+                )
+            else:
+                cfg.trainer.precision = gpu_precision
+
+
+class SpeedReport(Callback):
+    """Logs, from rank 0: seconds from process launch to the first training step, training
+    throughput (samples/s over the fit, validation included), peak host RSS and peak GPU memory.
+
+    Opt in with `+callbacks.speed_report._target_=nnlab.speed.SpeedReport`.
+    """
+
+    def __init__(self) -> None:
+        self.first_step: float | None = None
+        self.samples = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step is None:
+            self.first_step = time.time()
+            log.info(
+                "speed: %.2f s from launch to the first training step",
+                self.first_step - _launch_time(),
+            )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # A batch, or a list of batches (speed.steps_per_batch).
+        batches = batch if isinstance(batch[0], list | tuple) else [batch]
+        self.samples += sum(len(b[0]) for b in batches)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or self.first_step is None:
+            return
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.time() - self.first_step
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+        log.info(
+            "speed: %d samples in %.2f s (%.0f samples/s, validation included); peak RSS %.0f MiB;"
+            " peak GPU memory %.0f MiB",
+            self.samples,
+            seconds,
+            self.samples / seconds,
+            rss,
+            gpu,
+        )
+
+
+def _launch_time() -> float:
+    """When this process started (epoch seconds), from /proc (Linux); now elsewhere."""
+    try:
+        # Field 22 of /proc/<pid>/stat (starttime, clock ticks after boot); the fields after
+        # the ")" that closes the command name start at field 3.
+        stat = Path(f"/proc/{os.getpid()}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        lines = Path("/proc/stat").read_text().splitlines()
+        boot = next(float(line.split()[1]) for line in lines if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()

@@ -1,0 +1,134 @@
+"""The device-resident and host loaders: epoch coverage, seeded order, ragged batches,
+normalization, DistributedSampler-identical sharding, and the datamodule's choice of loader."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from nnlab.data.base import ArrayDataModule, Split
+from nnlab.data.loaders import EpochPermutation, HostBatches, Normalize, TensorBatches
+
+
+def ids(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs whose single feature is the sample's index, and the index as target."""
+    return torch.arange(n, dtype=torch.float32)[:, None], torch.arange(n)
+
+
+def epoch(loader, e: int) -> list[torch.Tensor]:
+    loader.sampler.set_epoch(e)
+    return [y for _, y in loader]
+
+
+@pytest.mark.parametrize("cls", [TensorBatches, HostBatches])
+def test_every_sample_once_per_epoch_in_a_new_seeded_order(cls):
+    x, y = ids(103)
+    loader = cls(x, y, batch_size=10, shuffle=True, seed=7)
+    first, second = epoch(loader, 0), epoch(loader, 1)
+    assert [len(b) for b in first] == [10] * 10 + [3]  # the ragged last batch is kept
+    assert len(loader) == 11
+    for batches in (first, second):
+        assert sorted(torch.cat(batches).tolist()) == list(range(103))
+    assert not torch.equal(torch.cat(first), torch.cat(second))
+    again = cls(x, y, batch_size=10, shuffle=True, seed=7)
+    assert torch.equal(torch.cat(epoch(again, 1)), torch.cat(second))
+    other_seed = cls(x, y, batch_size=10, shuffle=True, seed=8)
+    assert not torch.equal(torch.cat(epoch(other_seed, 1)), torch.cat(second))
+
+
+def test_unshuffled_batches_are_in_order_and_inputs_match_targets():
+    x, y = ids(25)
+    batches = list(TensorBatches(x, y, batch_size=8))
+    assert torch.equal(torch.cat([b[1] for b in batches]), torch.arange(25))
+    for xb, yb in TensorBatches(x, y, batch_size=8, shuffle=True, seed=1):
+        assert torch.equal(xb[:, 0].long(), yb)
+
+
+@pytest.mark.parametrize("n", [10, 11, 13, 3])
+@pytest.mark.parametrize("replicas", [2, 3, 4])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_shards_equal_distributed_sampler(n, replicas, shuffle):
+    dataset = list(range(n))
+    for rank in range(replicas):
+        for e in (0, 5):
+            ours = EpochPermutation(n, shuffle, seed=3, num_replicas=replicas, rank=rank)
+            theirs = DistributedSampler(dataset, replicas, rank, shuffle=shuffle, seed=3)
+            ours.set_epoch(e)
+            theirs.set_epoch(e)
+            order = ours.indices()
+            assert order is not None and order.tolist() == list(theirs)
+            assert len(ours) == len(theirs)
+
+
+def test_ddp_shards_are_disjoint_up_to_padding_and_cover_the_data():
+    x, y = ids(50)
+    seen = []
+    for rank in range(3):
+        loader = TensorBatches(x, y, 8, shuffle=True, seed=0, num_replicas=3, rank=rank)
+        seen.append(torch.cat(epoch(loader, 2)))
+    assert {len(s) for s in seen} == {17}  # padded to equal length, like DistributedSampler
+    allseen = torch.cat(seen)
+    assert set(allseen.tolist()) == set(range(50))
+    assert len(allseen) - len(set(allseen.tolist())) == 1  # the one padding sample
+
+
+def test_uint8_inputs_stay_uint8_and_are_normalized_per_batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (20, 1, 4, 4), dtype=torch.uint8, generator=g)
+    y = torch.zeros(20, dtype=torch.long)
+    mean, std = x.float().mean(), x.float().std()
+    loader = TensorBatches(x, y, 6, normalize=Normalize.from_stats(mean, std))
+    assert loader.x.dtype == torch.uint8
+    xb = torch.cat([b[0] for b in loader])
+    assert xb.dtype == torch.float32
+    torch.testing.assert_close(xb, (x.float() - mean) / std)
+
+
+def test_host_and_resident_loaders_give_identical_batches():
+    x, y = ids(37)
+    norm = Normalize.from_stats(torch.tensor(3.0), torch.tensor(2.0))
+    a = TensorBatches(x, y, 5, shuffle=True, seed=2, normalize=norm, num_replicas=2, rank=1)
+    b = HostBatches(x, y, 5, shuffle=True, seed=2, normalize=norm, num_replicas=2, rank=1)
+    for e in (0, 1):
+        a.sampler.set_epoch(e)
+        b.sampler.set_epoch(e)
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+class Ramp(ArrayDataModule):
+    task = "multiclass"
+
+    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        x = torch.arange(200, dtype=torch.uint8).reshape(200, 1)
+        return {"train": (x, torch.arange(200) % 2)}, ("a", "b")
+
+
+def test_datamodule_picks_the_resident_loader_on_cpu_without_copying():
+    dm = Ramp(batch_size=16)
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert isinstance(loader, TensorBatches)
+    # On the CPU the "device copy" is the split itself: one copy per device.
+    assert loader.x.data_ptr() == dm.splits["train"][0].data_ptr()
+    assert dm.splits["train"][0].dtype == torch.uint8
+    dm.resident = False
+    assert isinstance(dm.train_dataloader(), HostBatches)
+
+
+def test_datamodule_rejects_a_bad_resident_option():
+    with pytest.raises(ValueError, match="resident must be auto, true or false"):
+        Ramp(resident="sometimes")
+
+
+def test_batches_can_come_in_groups_for_several_steps_per_call():
+    x, y = ids(45)
+    grouped = TensorBatches(x, y, batch_size=10, shuffle=True, seed=3, batches_per_item=2)
+    single = TensorBatches(x, y, batch_size=10, shuffle=True, seed=3)
+    items = list(grouped)
+    assert len(grouped) == len(items) == 3
+    assert [len(item) for item in items] == [2, 2, 1]  # the last group is short
+    flat = [b for item in items for b in item]
+    for (xa, ya), (xb, yb) in zip(flat, single, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -1,0 +1,273 @@
+"""speed=max: the whole-step CUDA graph's bookkeeping (undoing warm-up exactly, refusing what it
+cannot capture), training through Trainer to the same result as speed=default, and, on a GPU,
+exactness of the captured step against eager steps for every activation, loss and optimizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nnlab.config import register_resolvers
+from nnlab.speed import apply_speed
+from nnlab.tasks.graphed import _restore, _snapshot, optimizer_options
+from nnlab.train import build_module
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
+
+
+def train_steps(model, opt, batches) -> None:
+    for x, y in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.Adam(p, lr=0.01),
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    ],
+)
+def test_undoing_warmup_leaves_training_exactly_as_if_it_never_ran(make_opt):
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g))] * 3
+    reference, ref_opt = net(), None
+    ref_opt = make_opt(reference.parameters())
+    train_steps(reference, ref_opt, batches)
+
+    model = net()
+    opt = make_opt(model.parameters())
+    saved = _snapshot(model, opt)
+    train_steps(model, opt, batches[:2])  # the "warm-up": real updates, to be undone
+    _restore(model, opt, saved)
+    train_steps(model, opt, batches)
+    for a, b in zip(reference.state_dict().values(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_graph_optimizer_options_refuse_what_cannot_be_captured():
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match=r"supported are torch\.optim\.Adam, AdamW and SGD"):
+        optimizer_options({"_target_": "torch.optim.RMSprop", "lr": 0.01}, cpu, None, graph=True)
+    with pytest.raises(ValueError, match="dampening=0"):
+        sgd = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9, "dampening": 0.5}
+        optimizer_options(sgd, cpu, None, graph=True)
+    options = optimizer_options({"_target_": "torch.optim.Adam", "lr": 0.01}, cpu, None, True)
+    assert options["capturable"] and options["fused"] and isinstance(options["lr"], torch.Tensor)
+    assert optimizer_options({"_target_": "torch.optim.Adam"}, cpu, "foreach", False) == {
+        "foreach": True
+    }
+    with pytest.raises(ValueError, match="optimizer_impl must be null, fused or foreach"):
+        optimizer_options({"_target_": "torch.optim.Adam"}, cpu, "fast", False)
+
+
+def composed(*overrides: str):
+    register_resolvers()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.root_dir=.", "paths.output_dir=.", *overrides])
+    apply_speed(cfg)
+    return cfg
+
+
+def fit(cfg, accelerator: str, max_epochs: int = 3) -> dict[str, float]:
+    from hydra.utils import instantiate
+
+    L.seed_everything(0, verbose=False)
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=cfg.trainer.get("num_sanity_val_steps", 2),
+    )
+    trainer.fit(module, datamodule=data)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def test_speed_max_on_cpu_trains_like_default():
+    default = fit(composed("data=digits", "speed=default"), "cpu")
+    fast = fit(composed("data=digits", "speed=max"), "cpu")
+    assert default["val/acc"] > 0.8
+    # fused Adam on the CPU is the same arithmetic in another order: same result within noise.
+    assert abs(default["val/acc"] - fast["val/acc"]) < 0.03
+    assert set(default) == set(fast)
+
+
+def test_speed_group_is_in_the_composed_config_with_every_key_documented():
+    cfg = composed("speed=max")
+    assert OmegaConf.to_container(cfg.speed) == {
+        "resident": "auto",
+        "cuda_graph": True,
+        "steps_per_batch": 8,
+        "optimizer_impl": "fused",
+        "matmul_precision": "high",
+        "gpu_precision": None,
+        "sanity_val_steps": 0,
+    }
+    assert cfg.trainer.num_sanity_val_steps == 0
+    text = (CONFIGS / "speed" / "default.yaml").read_text()
+    for key in cfg.speed:
+        assert f"\n{key}:" in text and "#" in text.split(f"\n{key}:")[0].rsplit("\n\n", 1)[-1]
+
+
+@cuda
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optimizer=adam"],
+        ["optimizer=adamw", "scheduler=step", "scheduler.step_size=1"],
+        ["optimizer=sgd"],
+        ["optimizer=sgd_momentum", "scheduler=plateau"],
+        ["activation=prelu", "model.norm=batchnorm", "model.dropout=0.1"],
+        ["activation=maxout", "init=kaiming"],
+        ["activation=tanh", "model.norm=layernorm", "init=xavier"],
+        ["loss=cross_entropy", "loss.label_smoothing=0.1"],
+        ["data=xor", "loss=bce_with_logits"],
+        ["data=linear_regression", "loss=huber", "activation=elu"],
+        ["data=linear_regression", "loss=l1", "activation=softplus"],
+        ["data=linear_regression", "model=linear", "loss=mse"],
+    ],
+)
+def test_captured_step_trains_like_eager_steps_on_gpu(overrides):
+    if not any(o.startswith("data=") for o in overrides):
+        overrides = ["data=digits", *overrides]
+    eager = fit(composed(*overrides, "speed=default"), "gpu", max_epochs=2)
+    graphed = fit(composed(*overrides, "speed=max"), "gpu", max_epochs=2)
+    monitor = "val/acc" if "val/acc" in eager else "val/mse"
+    assert monitor in graphed and f"train/{monitor.split('/')[1]}" in graphed
+    assert abs(eager[monitor] - graphed[monitor]) <= 0.05 * max(1.0, abs(eager[monitor]))
+
+
+@cuda
+def test_graph_replay_and_ragged_eager_step_match_eager_training_exactly():
+    from nnlab.tasks.graphed import GraphedStep
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    device = torch.device("cuda")
+    g = torch.Generator().manual_seed(2)
+    sizes = [16, 16, 16, 5, 16, 16, 5]  # full batches and an epoch's ragged last batch
+    batches = [
+        (
+            torch.randn(n, 6, generator=g).to(device),
+            torch.randint(0, 3, (n,), generator=g).to(device),
+        )
+        for n in sizes
+    ]
+
+    def make():
+        model = net().to(device)
+        lr = torch.tensor(0.01, device=device)
+        return model, torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=True)
+
+    reference, ref_opt = make()
+    train_steps(reference, ref_opt, batches)
+
+    model, opt = make()
+    seen = torch.zeros((), device=device)
+
+    def step_fn(x, y):
+        seen.add_(len(x))
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    step = GraphedStep(model, opt, step_fn, reset=seen.zero_)
+    for x, y in batches:
+        step(x, y)
+    assert step.graph is not None
+    assert seen.item() == sum(sizes)  # in-graph accumulation counted every batch once
+    for a, b in zip(reference.state_dict().values(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@cuda
+def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps():
+    from hydra.utils import instantiate
+
+    cfg = composed("data=digits", "speed=max", "speed.steps_per_batch=8")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    batches_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_steps=batches_per_epoch + 3,  # stops inside a group of 8 in the second epoch
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 8
+    assert trainer.global_step == batches_per_epoch + 3
+    assert "train/loss" in trainer.callback_metrics
+
+
+def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run():
+    cfg = composed("data=digits", "speed=default")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    data.train_batches_per_item = 8  # as a speed=max fit on a GPU leaves it
+    module = build_module(cfg, data.spec)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 1
+    assert trainer.global_step == len(data.train_dataloader())
+
+
+@pytest.mark.parametrize("extra", [[], ["scheduler=step", "scheduler.step_size=1"]])
+def test_several_eager_steps_per_batch_train_exactly_like_one_step_per_batch(extra):
+    one = fit(composed("data=digits", *extra), "cpu", max_epochs=2)
+    grouped = fit(composed("data=digits", *extra, "speed.steps_per_batch=8"), "cpu", max_epochs=2)
+    assert one == grouped  # same arithmetic in the same order: identical metrics
+
+
+def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
+    from hydra.utils import instantiate
+
+    cfg = composed("data=digits", "speed.steps_per_batch=8")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=21,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 8 and not module.automatic_optimization
+    assert trainer.global_step == 21
