@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab.run import (
     hydra_choices,
-    instantiate_group,
     print_metrics,
     scalar_metrics,
     seed_everything,
@@ -20,6 +19,7 @@ from nnlab.run import (
     write_results,
 )
 from nnlab.tasks.base import TaskModule, module_class_path
+from nnlab.tracking import instantiate_loggers, tracking
 
 
 def load_module(ckpt_path: str | Path) -> TaskModule:
@@ -47,18 +47,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"the data does not fit the checkpoint: it gives {datamodule.spec}, "
             f"the model was trained on {module.spec}"
         )
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
-    metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
-    if trainer.is_global_zero:
-        write_results(
-            cfg.paths.output_dir,
-            {
-                "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-                "test": metrics,
-                "choices": hydra_choices(),
-                "output_dir": cfg.paths.output_dir,
-            },
-        )
-        print_metrics(f"test of {cfg.ckpt_path}", metrics)
+    loggers = instantiate_loggers(cfg)
+    with tracking(loggers):  # W&B runs end as finished, or failed if testing raises
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+        metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
+        if trainer.is_global_zero:
+            write_results(
+                cfg.paths.output_dir,
+                {
+                    "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+                    "test": metrics,
+                    "choices": hydra_choices(),
+                    "output_dir": cfg.paths.output_dir,
+                },
+            )
+            print_metrics(f"test of {cfg.ckpt_path}", metrics)
     return metrics

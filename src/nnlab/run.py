@@ -15,9 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -93,13 +92,6 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4f}")
     Console().print(table)
-
-
-def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Sends the whole resolved config to every logger, so runs can be filtered by any key."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    for logger in loggers:
-        logger.log_hyperparams(config)
 
 
 def hydra_choices() -> dict[str, str]:

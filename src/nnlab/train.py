@@ -4,12 +4,15 @@ checkpoint, and write results.json. train.py at the repository root calls `train
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nnlab.config import validate
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +47,9 @@ def train(cfg: DictConfig) -> float | None:
     """Fits and tests one run; returns the value of `optimized_metric` for sweepers."""
     task = validate(cfg)
 
-    import lightning as L
-
-    from nnlab.run import (
-        hydra_choices,
-        instantiate_group,
-        log_config,
-        print_metrics,
-        scalar_metrics,
-        seed_everything,
-        setup_console,
-        write_results,
-    )
+    from nnlab.run import instantiate_group, seed_everything, setup_console
     from nnlab.tasks.base import metric_mode
+    from nnlab.tracking import instantiate_loggers, log_config, tracking
 
     setup_console()
     seed_everything(cfg.get("seed"))
@@ -75,10 +68,22 @@ def train(cfg: DictConfig) -> float | None:
         cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
     log.info("task=%s spec=%s", task, datamodule.spec)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    log_config(loggers, cfg)
+    # The diagnostics group adds callbacks too (activation/gradient statistics, plots).
+    callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("diagnostics"))
+    loggers = instantiate_loggers(cfg)
+    with tracking(loggers):  # W&B runs end as finished, or failed if anything below raises
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        log_config(loggers, cfg)
+        value = fit_and_test(cfg, trainer, module, datamodule, task)
+    return value
+
+
+def fit_and_test(
+    cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule: Any, task: str
+) -> float | None:
+    """Fits, validates and tests the best checkpoint, writes results.json; returns the value of
+    `optimized_metric`."""
+    from nnlab.run import hydra_choices, print_metrics, scalar_metrics, write_results
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = scalar_metrics(trainer.callback_metrics)

@@ -1,0 +1,303 @@
+"""Experiment tracking: builds the configured loggers, names and tags W&B runs from the chosen
+config groups, falls back to offline W&B when there are no credentials (never prompting), and
+finishes runs cleanly whether training succeeds or raises.
+
+W&B runs carry:
+- name: the chosen groups (`digits-mlp-relu-kaiming-adam`), plus `-<job number>` in a multirun;
+- tags: `data=… model=… activation=… init=… loss=… optimizer=…`;
+- group: the sweep (`<task_name>-<sweep folder>`) in a multirun, so a dashboard groups its jobs;
+- job_type: the task name (train, eval);
+- config: the resolved config flattened to dotted keys (`model.hidden_sizes`, the same spelling as
+  a command-line override) plus `choices.<group>` for grouping and filtering by option.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Groups whose choice names a run and tags it, in this order. Others (trainer, logger...) describe
+# how a run was executed, not what was trained.
+IDENTITY_GROUPS = ("data", "model", "activation", "init", "loss", "optimizer")
+# W&B modes a user can ask for; null (auto) picks online with credentials, else offline.
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+# -- run identity ------------------------------------------------------------------------------
+def run_identity(
+    choices: Mapping[str, str],
+    task_name: str,
+    sweep_dir: str | None = None,
+    job_num: int | None = None,
+) -> dict[str, Any]:
+    """W&B name, tags, group and job_type for a run with these group `choices`.
+
+    `sweep_dir` and `job_num` are given in a multirun: jobs of one sweep share the group and get
+    distinct names even when they differ only in a plain key (seed=1,2).
+    """
+    picked = [g for g in IDENTITY_GROUPS if choices.get(g)]
+    # loss=auto names nothing a reader can compare; it stays in the tags.
+    name = "-".join(choices[g] for g in picked if not (g == "loss" and choices[g] == "auto"))
+    name = name or task_name
+    group = None
+    if sweep_dir is not None:
+        group = f"{task_name}-{Path(sweep_dir).name}"
+        if job_num is not None:
+            name = f"{name}-{job_num}"
+    return {
+        "name": name,
+        "tags": [f"{g}={choices[g]}" for g in picked],
+        "group": group,
+        "job_type": task_name,
+    }
+
+
+def hydra_identity(cfg: DictConfig) -> dict[str, Any]:
+    """`run_identity` for the running Hydra job (group and job number only under --multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from nnlab.run import hydra_choices
+
+    sweep_dir = job_num = None
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            sweep_dir, job_num = hc.sweep.dir, hc.job.num
+    return run_identity(hydra_choices(), str(cfg.get("task_name") or "train"), sweep_dir, job_num)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: {"model": {"dropout": 0}} → {"model.dropout": 0}.
+    Lists stay values, so `model.hidden_sizes` reads [128, 64]."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def tracked_config(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
+    """The resolved config as W&B shows it: flattened, with `choices.<group>` added."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    # The hydra node is Hydra's own bookkeeping, not part of the experiment.
+    config.pop("hydra", None)
+    return {**flatten(config), **{f"choices.{k}": v for k, v in choices.items()}}
+
+
+# -- W&B mode ----------------------------------------------------------------------------------
+def resolve_wandb_mode(requested: str | None) -> str:
+    """The W&B mode to run in: `requested` if set, else WANDB_MODE if set, else online when
+    wandb finds credentials (WANDB_API_KEY, ~/.netrc, settings files) and offline otherwise.
+
+    The credential check is wandb's own `wandb.login(prompt=False, verify=False)`: it reads the
+    same sources wandb.init would, never prompts and does not touch the network.
+    """
+    if requested is not None:
+        if requested not in WANDB_MODES:
+            raise ValueError(
+                f"logger.wandb.mode must be null (auto) or one of {', '.join(WANDB_MODES)}, "
+                f"got {requested!r}"
+            )
+        return requested
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return "offline" if env == "dryrun" else env
+    import wandb
+
+    return "online" if wandb.login(prompt=False, verify=False) else "offline"
+
+
+def _is_wandb(logger_cfg: Mapping[str, Any]) -> bool:
+    return issubclass(get_class(logger_cfg["_target_"]), WandbLogger)
+
+
+def build_wandb_logger(logger_cfg: DictConfig, cfg: DictConfig) -> WandbLogger:
+    """A WandbLogger named, tagged and grouped from the run's choices, in the resolved mode, with
+    its run started now on rank 0 (so a failed online start falls back to offline here, before
+    any training time is spent)."""
+    import wandb
+
+    options = OmegaConf.to_container(logger_cfg, resolve=True)
+    mode = resolve_wandb_mode(options.pop("mode", None))
+    identity = hydra_identity(cfg)
+    extra_tags = options.pop("tags", None) or []
+    for key in ("name", "group", "job_type"):
+        if options.get(key) is None:  # an explicit value in the config wins
+            options[key] = identity[key]
+    options["tags"] = [*identity["tags"], *extra_tags]
+    options["settings"] = wandb.Settings(
+        silent=True,  # our own lines say what matters (mode, sync command)
+        init_timeout=float(options.pop("init_timeout", 60)),
+    )
+    cls = get_class(options.pop("_target_"))
+    logger = _without_anonymous(cls(**options, mode=mode))
+    if rank_zero_only.rank != 0:
+        return logger
+    try:
+        run = logger.experiment
+    except Exception as e:  # no network, server down, bad key: keep the run, locally
+        if mode != "online":
+            raise
+        log.warning("W&B could not start online (%s); logging offline instead", e)
+        logger = _without_anonymous(cls(**options, mode="offline"))
+        run = logger.experiment
+    where = "offline" if run.settings._offline else run.url
+    log.info("W&B run %r (%s) in %s", run.name, where, run.dir)
+    return logger
+
+
+def _without_anonymous(logger: WandbLogger) -> WandbLogger:
+    """Lightning always passes wandb.init an `anonymous` argument, which wandb ≥ 0.2x has
+    retired and warns about on every run; dropping it changes nothing else."""
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
+    """The loggers of the `logger` group; W&B ones through `build_wandb_logger`."""
+    group = cfg.get("logger")
+    if not group:
+        return []
+    return [
+        build_wandb_logger(c, cfg) if _is_wandb(c) else instantiate(c, _convert_="all")
+        for c in group.values()
+        if c and "_target_" in c
+    ]
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Sends the resolved config to every logger: flattened (with the group choices) for W&B,
+    where dotted keys are searchable; nested elsewhere."""
+    from nnlab.run import hydra_choices
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_hyperparams(tracked_config(cfg, hydra_choices()))
+        else:
+            logger.log_hyperparams(config)
+
+
+# -- finishing ---------------------------------------------------------------------------------
+@rank_zero_only
+def finish(loggers: list[Logger], exit_code: int) -> None:
+    """Finishes W&B runs with `exit_code` (W&B marks non-zero as failed) and flushes the others.
+    For offline runs, prints the command that uploads them."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger._experiment  # None if it never started: nothing to finish
+            if run is None:
+                continue
+            offline, sync_dir = run.settings._offline, run.settings.sync_dir
+            run.finish(exit_code=exit_code)
+            if offline:
+                msg = f"W&B run saved offline; upload it with:  wandb sync {sync_dir}"
+                log.info(msg)
+                print(msg, flush=True)
+        else:
+            logger.save()
+
+
+@contextlib.contextmanager
+def tracking(loggers: list[Logger]) -> Iterator[None]:
+    """Finishes the loggers' runs when the block ends: exit code 0 on success, 1 (failed) when it
+    raises; the exception still propagates."""
+    try:
+        yield
+    except BaseException:
+        finish(loggers, exit_code=1)
+        raise
+    finish(loggers, exit_code=0)
+
+
+# -- CSV: one row per epoch --------------------------------------------------------------------
+class _EpochRowWriter(ExperimentWriter):
+    """Merges metrics logged at the same (epoch, step) into one row.
+
+    Lightning logs a training epoch's metrics and the validation metrics of that epoch in two
+    calls with the same step; the stock writer makes two half-empty rows of them. Here they
+    share a row, so metrics.csv has one row per epoch. The file is rewritten from the first
+    changed row on: appending normally, rewriting the tail when the last row grew.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        self.rows: list[dict[str, Any]] = []
+        self._clean = 0  # rows before this index are on disk as they are now
+        self._offsets: list[int] = []  # byte offset in the file where each written row starts
+
+    def log_metrics(self, metrics_dict: dict[str, Any], step: int | None = None) -> None:
+        if step is None:
+            step = len(self.rows)
+        row = {k: v.item() if hasattr(v, "item") else v for k, v in metrics_dict.items()}
+        row["step"] = step
+        last = self.rows[-1] if self.rows else None
+        same_row = (
+            last is not None
+            and last["step"] == step
+            and last.get("epoch") == row.get("epoch")
+            and not (set(last) & set(row)) - {"step", "epoch"}
+        )
+        if same_row:
+            last.update(row)
+            self._clean = min(self._clean, len(self.rows) - 1)
+        else:
+            self.rows.append(row)
+
+    def save(self) -> None:
+        if self._clean == len(self.rows):
+            return
+        keys = sorted(set().union(*self.rows))
+        path = Path(self.metrics_file_path)
+        rewrite = keys != self.metrics_keys or not path.exists()
+        if rewrite:  # a new column: the header changes, so every row is written again
+            self.metrics_keys, self._clean, self._offsets = keys, 0, []
+        with open(path, "wb" if rewrite else "r+b") as f:
+            if rewrite:
+                f.write(_csv_line(keys, dict(zip(keys, keys, strict=True))))
+            elif self._clean < len(self._offsets):  # a written row changed: rewrite from it
+                f.seek(self._offsets[self._clean])
+                f.truncate()
+            else:
+                f.seek(0, os.SEEK_END)
+            del self._offsets[self._clean :]
+            for row in self.rows[self._clean :]:
+                self._offsets.append(f.tell())
+                f.write(_csv_line(keys, row))
+        self._clean = len(self.rows)
+
+
+def _csv_line(keys: list[str], row: Mapping[str, Any]) -> bytes:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=keys).writerow(row)
+    return buf.getvalue().encode()
+
+
+class EpochCSVLogger(CSVLogger):
+    """Lightning's CSVLogger with one row per epoch in metrics.csv (train and val metrics of an
+    epoch side by side; the evaluation of the best checkpoint after fitting is the last row)."""
+
+    @property
+    def experiment(self) -> _EpochRowWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _EpochRowWriter(log_dir=self.log_dir)
+        return self._experiment
