@@ -1,0 +1,270 @@
+"""Per-layer diagnostics during training: activation mean/std, the fraction of dead units
+(ReLU family), gradient and weight norms, and value histograms, every N optimizer steps.
+
+The training step is never touched: forward hooks are registered on the activation modules
+only for a measuring step and removed right after it, and statistics stay on the device until
+one transfer at the end of that step. Steps in between pay one integer comparison.
+
+A unit is *dead* on a step when its output is not positive for any example of that step's batch
+(ReLU: exactly zero; leaky ReLU/PReLU: in the negative, small-slope regime). Only the ReLU family
+(ReLU, LeakyReLU, PReLU) has dead units; other activations leave the column empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+
+from nnlab.callbacks import output
+from nnlab.nn.activations import ACTIVATIONS, Maxout
+
+log = logging.getLogger(__name__)
+
+# The activation layers nnlab builds (one of each from the registry; Maxout is a layer of its own).
+ACTIVATION_TYPES = tuple({type(make(width=1)) for make in ACTIVATIONS.values() if make})
+RELU_FAMILY = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
+ACTIVATION_FIELDS = ("step", "epoch", "layer", "mean", "std", "dead_fraction")
+GRADIENT_FIELDS = ("step", "epoch", "layer", "grad_norm", "weight_norm")
+HISTOGRAM_FIELDS = ("step", "kind", "layer", "bin_start", "bin_end", "count")
+HISTOGRAM_BINS = 40
+
+
+@dataclass
+class Layer:
+    """One layer of a network: the module holding its weights, and the module whose output is
+    its activation (None for the linear output layer)."""
+
+    name: str
+    weights: nn.Module
+    activation: nn.Module | None
+
+    @property
+    def has_dead_units(self) -> bool:
+        return isinstance(self.activation, RELU_FAMILY)
+
+
+def find_layers(net: nn.Module) -> list[Layer]:
+    """The layers of `net` in network order, named layer1, layer2, ... and `output` for a final
+    layer with no activation after it (the logits)."""
+    found: list[list[Any]] = []  # [weights, activation]
+    inside_maxout: set[int] = set()
+    for module in net.modules():
+        if isinstance(module, Maxout):  # its linear map and max are one layer
+            found.append([module.linear, module])
+            inside_maxout.add(id(module.linear))
+        elif isinstance(module, nn.Linear) and id(module) not in inside_maxout:
+            found.append([module, None])
+        elif isinstance(module, ACTIVATION_TYPES) and found and found[-1][1] is None:
+            found[-1][1] = module
+    return [
+        Layer("output" if i == len(found) - 1 and act is None else f"layer{i + 1}", weights, act)
+        for i, (weights, act) in enumerate(found)
+    ]
+
+
+class LayerDiagnostics(Callback):
+    """Measures every layer every `every_n_steps` optimizer steps (step 0, the initialisation,
+    included) and plots the measurements when fitting ends.
+
+    Args:
+        every_n_steps: optimizer steps between measurements.
+        histogram_every_n_steps: steps between weight/activation histograms (0: none); a
+            multiple of every_n_steps, since histograms are taken on measuring steps.
+        plots: render PNGs into <run dir>/diagnostics/ when fitting ends.
+
+    Writes activations.csv (step, epoch, layer, mean, std, dead_fraction), gradients.csv
+    (step, epoch, layer, grad_norm, weight_norm), histograms.csv, and activation_std.png,
+    dead_units.png, grad_norms.png, histograms.png; logs `activation_mean/<layer>`,
+    `activation_std/<layer>`, `dead_fraction/<layer>`, `grad_norm/<layer>`, `weight_norm/<layer>`
+    and the histograms `weights/<layer>`, `activations/<layer>` to TensorBoard and W&B.
+    """
+
+    def __init__(
+        self, every_n_steps: int = 50, histogram_every_n_steps: int = 0, plots: bool = True
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if histogram_every_n_steps < 0 or histogram_every_n_steps % every_n_steps:
+            raise ValueError(
+                f"histogram_every_n_steps must be 0 or a multiple of every_n_steps "
+                f"({every_n_steps}), got {histogram_every_n_steps}"
+            )
+        self.every_n_steps = every_n_steps
+        self.histogram_every_n_steps = histogram_every_n_steps
+        self.plots = plots
+        self.layers: list[Layer] = []
+        self.activation_rows: list[dict[str, Any]] = []
+        self.gradient_rows: list[dict[str, Any]] = []
+        self.histograms: list[dict[str, Any]] = []
+        self._last_step = -1
+        self._measuring: int | None = None  # the step being measured
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._act_stats: dict[str, torch.Tensor] = {}
+        self._act_values: dict[str, torch.Tensor] = {}
+        self._grad_stats: torch.Tensor | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.layers = find_layers(getattr(pl_module, "net", pl_module))
+            log.info("layer diagnostics: %s", ", ".join(layer.name for layer in self.layers))
+
+    # -- measuring -----------------------------------------------------------------------------
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        # With gradient accumulation several batches share a step: measure the first.
+        if step % self.every_n_steps or step == self._last_step or not trainer.is_global_zero:
+            return
+        self._last_step = self._measuring = step
+        keep_values = self._histogram_step(step)
+        for layer in self.layers:
+            if layer.activation is not None:
+                hook = self._activation_hook(layer, keep_values)
+                self._hooks.append(layer.activation.register_forward_hook(hook))
+
+    def _histogram_step(self, step: int) -> bool:
+        return bool(self.histogram_every_n_steps) and step % self.histogram_every_n_steps == 0
+
+    def _activation_hook(self, layer: Layer, keep_values: bool):
+        def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+            a = out.detach().flatten(1).float()
+            dead = (
+                1.0 - (a > 0).any(dim=0).float().mean()
+                if layer.has_dead_units
+                else torch.full((), math.nan, device=a.device)
+            )
+            std = a.std() if a.numel() > 1 else torch.zeros((), device=a.device)
+            self._act_stats[layer.name] = torch.stack([a.mean(), std, dead])
+            if keep_values:
+                self._act_values[layer.name] = a.flatten()
+
+        return hook
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._measuring is None:
+            return
+        norms = []
+        for layer in self.layers:
+            w = layer.weights.weight
+            grad = w.grad.norm() if w.grad is not None else torch.full((), math.nan)
+            norms.append(torch.stack([grad.to(w.device), w.detach().norm()]))
+        self._grad_stats = torch.stack(norms)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._measuring is None:
+            return
+        step, self._measuring = self._measuring, None
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        self._record(trainer, step)
+
+    def _record(self, trainer: Trainer, step: int) -> None:
+        """Moves the step's statistics to the host (the one sync), then files and logs them."""
+        epoch = trainer.current_epoch
+        act_rows = []
+        names = list(self._act_stats)
+        stats = torch.stack(list(self._act_stats.values())).tolist() if names else []
+        for name, (mean, std, dead) in zip(names, stats, strict=True):
+            act_rows.append(
+                {"step": step, "epoch": epoch, "layer": name, "mean": mean, "std": std}
+                | {"dead_fraction": dead if math.isfinite(dead) else None}
+            )
+        grad_rows = []
+        if self._grad_stats is not None:
+            for layer, (g, w) in zip(self.layers, self._grad_stats.tolist(), strict=True):
+                grad = g if math.isfinite(g) else None
+                grad_rows.append(
+                    {"step": step, "epoch": epoch, "layer": layer.name, "grad_norm": grad}
+                    | {"weight_norm": w}
+                )
+        self._act_stats.clear()
+        self._grad_stats = None
+        self.activation_rows += act_rows
+        self.gradient_rows += grad_rows
+        folder = output.output_dir(trainer)
+        if act_rows:
+            output.append_csv(folder / "activations.csv", ACTIVATION_FIELDS, act_rows)
+        if grad_rows:
+            output.append_csv(folder / "gradients.csv", GRADIENT_FIELDS, grad_rows)
+        metrics = {}
+        for r in act_rows:
+            metrics[f"activation_mean/{r['layer']}"] = r["mean"]
+            metrics[f"activation_std/{r['layer']}"] = r["std"]
+            if r["dead_fraction"] is not None:
+                metrics[f"dead_fraction/{r['layer']}"] = r["dead_fraction"]
+        for r in grad_rows:
+            if r["grad_norm"] is not None:
+                metrics[f"grad_norm/{r['layer']}"] = r["grad_norm"]
+            metrics[f"weight_norm/{r['layer']}"] = r["weight_norm"]
+        if metrics:
+            output.log_scalars(trainer, metrics, step)
+        if self._histogram_step(step):
+            self._record_histograms(trainer, step)
+
+    def _record_histograms(self, trainer: Trainer, step: int) -> None:
+        values = {f"weights/{layer.name}": layer.weights.weight for layer in self.layers}
+        values |= {f"activations/{name}": v for name, v in self._act_values.items()}
+        values = {tag: v.detach().float().cpu().numpy().ravel() for tag, v in values.items()}
+        self._act_values.clear()
+        rows = []
+        for tag, v in values.items():
+            kind, layer = tag.split("/")
+            counts, edges = np.histogram(v, bins=HISTOGRAM_BINS)
+            self.histograms.append(
+                {"step": step, "kind": kind, "layer": layer, "counts": counts, "edges": edges}
+            )
+            rows += [
+                {"step": step, "kind": kind, "layer": layer, "count": int(c)}
+                | {"bin_start": float(a), "bin_end": float(b)}
+                for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True)
+            ]
+        output.append_csv(output.output_dir(trainer) / "histograms.csv", HISTOGRAM_FIELDS, rows)
+        output.log_histograms(trainer, values, step)
+
+    # -- plots -----------------------------------------------------------------------------------
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not (self.plots and trainer.is_global_zero):
+            return
+        folder = output.output_dir(trainer)
+        images = {}
+        if self.activation_rows:
+            fig = output.per_layer_plot(
+                self.activation_rows,
+                [("std", "activation std"), ("mean", "activation mean")],
+                "Activations per layer",
+            )
+            images["activation_std"] = output.save_figure(fig, folder / "activation_std.png")
+            if any(r["dead_fraction"] is not None for r in self.activation_rows):
+                fig = output.per_layer_plot(
+                    self.activation_rows,
+                    [("dead_fraction", "fraction of dead units")],
+                    "Dead units (never positive over the batch)",
+                )
+                images["dead_units"] = output.save_figure(fig, folder / "dead_units.png")
+        if any(r["grad_norm"] is not None for r in self.gradient_rows):
+            fig = output.per_layer_plot(
+                self.gradient_rows,
+                [("grad_norm", "gradient norm ‖∂L/∂W‖"), ("weight_norm", "weight norm ‖W‖")],
+                "Gradient flow",
+                log_y=True,
+            )
+            images["grad_norms"] = output.save_figure(fig, folder / "grad_norms.png")
+        if self.histograms:
+            fig = output.histogram_plot(self.histograms, "Value distributions per layer")
+            images["histograms"] = output.save_figure(fig, folder / "histograms.png")
+        output.log_images(
+            trainer, {f"diagnostics/{k}": v for k, v in images.items()}, trainer.global_step
+        )

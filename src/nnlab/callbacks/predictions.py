@@ -1,0 +1,230 @@
+"""What the model gets wrong, on the validation split: a confusion matrix and the most confident
+mistakes (classification), or predicted-vs-actual and residuals (regression).
+
+Computed from the outside, in eval mode under no_grad, by running the model over the
+datamodule's validation loader: every `every_n_epochs` validation epochs (CSV snapshots) and once
+when fitting ends (CSV, PNG, and the loggers), so no training step pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+
+from nnlab.callbacks import output
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_split(
+    pl_module: LightningModule, loader: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, targets, raw outputs) over a loader, on the CPU; restores the module's mode."""
+    was_training = pl_module.training
+    pl_module.eval()
+    xs, ys, outs = [], [], []
+    for x, y in loader:
+        outs.append(pl_module(x.to(pl_module.device)).float().cpu())
+        xs.append(x.cpu())
+        ys.append(y.cpu())
+    pl_module.train(was_training)
+    return torch.cat(xs), torch.cat(ys), torch.cat(outs)
+
+
+def classify(outputs: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, its probability) from logits: softmax for multiclass, sigmoid of the
+    single logit for binary (class 1 when the logit is > 0)."""
+    if task == "binary":
+        p1 = torch.sigmoid(outputs.reshape(-1))
+        predicted = (outputs.reshape(-1) > 0).long()
+        return predicted, torch.where(predicted == 1, p1, 1 - p1)
+    probs = torch.softmax(outputs, dim=-1)
+    confidence, predicted = probs.max(dim=-1)
+    return predicted, confidence
+
+
+def confusion_matrix(y: torch.Tensor, predicted: torch.Tensor, n: int) -> np.ndarray:
+    """Counts: rows are true classes, columns predicted classes."""
+    return torch.bincount(y.long() * n + predicted, minlength=n * n).reshape(n, n).numpy()
+
+
+def as_images(x: torch.Tensor) -> np.ndarray | None:
+    """Inputs as displayable images (N, H, W[, C]) scaled to [0, 1] each, or None when the
+    inputs are not images (tabular or 2-D points)."""
+    if x.dim() == 3:  # (N, H, W)
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        return None
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    x = (x - lo) / (hi - lo).clamp_min(1e-8)
+    images = x.permute(0, 2, 3, 1).numpy()
+    return images[..., 0] if images.shape[-1] == 1 else images
+
+
+class PredictionDiagnostics(Callback):
+    """Confusion matrix and misclassified examples, or regression scatter and residuals.
+
+    Args:
+        every_n_epochs: validation epochs between CSV snapshots during fitting (0: only at the
+            end of fitting).
+        max_misclassified: how many mistakes (the most confident first) go into
+            misclassified.csv/.png and the W&B table; 0: none.
+        plots: render PNGs into <run dir>/diagnostics/ when fitting ends.
+
+    Classification writes confusion_matrix.csv/.png and misclassified.csv/.png; regression
+    writes predictions.csv, pred_vs_actual.png and residuals.png. All describe the model as it
+    is when fitting ends (the last weights), on the validation split.
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 1, max_misclassified: int = 32, plots: bool = True
+    ) -> None:
+        if every_n_epochs < 0 or max_misclassified < 0:
+            raise ValueError("every_n_epochs and max_misclassified must be >= 0")
+        self.every_n_epochs = every_n_epochs
+        self.max_misclassified = max_misclassified
+        self.plots = plots
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (
+            trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or not self.every_n_epochs
+            or (trainer.current_epoch + 1) % self.every_n_epochs
+            or not trainer.is_global_zero
+        ):
+            return
+        self._evaluate(trainer, pl_module, final=False)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._evaluate(trainer, pl_module, final=True)
+
+    def _evaluate(self, trainer: Trainer, pl_module: LightningModule, final: bool) -> None:
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            log.warning("prediction diagnostics need a datamodule; skipped")
+            return
+        x, y, out = predict_split(pl_module, datamodule.val_dataloader())
+        spec = pl_module.spec
+        if spec.task == "regression":
+            self._regression(trainer, y, out, final)
+        else:
+            self._classification(trainer, spec, x, y, out, final)
+
+    def _classification(
+        self,
+        trainer: Trainer,
+        spec: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        out: torch.Tensor,
+        final: bool,
+    ) -> None:
+        names = list(spec.class_names) or ["0", "1"]
+        predicted, confidence = classify(out, spec.task)
+        matrix = confusion_matrix(y, predicted, len(names))
+        folder, epoch, step = output.output_dir(trainer), trainer.current_epoch, trainer.global_step
+        fields = ["epoch", "true", *names]
+        output.write_csv(
+            folder / "confusion_matrix.csv",
+            fields,
+            [
+                {"epoch": epoch, "true": t, **dict(zip(names, map(int, row), strict=True))}
+                for t, row in zip(names, matrix, strict=True)
+            ],
+        )
+        wrong = (predicted != y).nonzero().flatten()
+        wrong = wrong[confidence[wrong].argsort(descending=True)][: self.max_misclassified]
+        rows = [
+            {"index": int(i), "true": names[int(y[i])], "predicted": names[int(predicted[i])]}
+            | {"confidence": round(float(confidence[i]), 4)}
+            for i in wrong
+        ]
+        if self.max_misclassified:
+            output.write_csv(
+                folder / "misclassified.csv", ["index", "true", "predicted", "confidence"], rows
+            )
+        if not final:
+            return
+        accuracy = float(np.trace(matrix) / max(matrix.sum(), 1))
+        images = {}
+        if self.plots:
+            title = f"Validation confusion matrix (accuracy {accuracy:.3f})"
+            fig = output.confusion_plot(matrix, names, title)
+            images["confusion_matrix"] = output.save_figure(fig, folder / "confusion_matrix.png")
+        pictures = as_images(x[wrong]) if len(wrong) else None
+        if self.plots and pictures is not None:
+            captions = [f"{r['true']}→{r['predicted']} ({r['confidence']:.2f})" for r in rows]
+            fig = output.image_grid(pictures, captions, "Most confident mistakes (true→predicted)")
+            images["misclassified"] = output.save_figure(fig, folder / "misclassified.png")
+        output.log_images(trainer, {f"diagnostics/{k}": v for k, v in images.items()}, step)
+        for logger in output.wandb_loggers(trainer):
+            import wandb
+
+            # W&B's own confusion-matrix panel (interactive), and the mistakes as a table.
+            plot = wandb.plot.confusion_matrix(
+                y_true=y.tolist(), preds=predicted.tolist(), class_names=names
+            )
+            logger.log_metrics({"diagnostics/confusion_matrix_table": plot}, step=step)
+            if rows:
+                columns = ["index", "true", "predicted", "confidence"]
+                data = [[r[c] for c in columns] for r in rows]
+                if pictures is not None:
+                    columns.append("image")
+                    data = [[*d, wandb.Image(p)] for d, p in zip(data, pictures, strict=True)]
+                logger.log_table("diagnostics/misclassified", columns, data, step=step)
+
+    def _regression(
+        self, trainer: Trainer, y: torch.Tensor, out: torch.Tensor, final: bool
+    ) -> None:
+        actual = y.reshape(len(y), -1).numpy()
+        predicted = out.reshape(len(out), -1).numpy()
+        folder, epoch, step = output.output_dir(trainer), trainer.current_epoch, trainer.global_step
+        k = actual.shape[1]
+        fields = ["epoch", "index", "target", "actual", "predicted", "residual"]
+        output.write_csv(
+            folder / "predictions.csv",
+            fields,
+            [
+                {"epoch": epoch, "index": i, "target": j, "actual": float(actual[i, j])}
+                | {"predicted": float(predicted[i, j])}
+                | {"residual": float(predicted[i, j] - actual[i, j])}
+                for i in range(len(actual))
+                for j in range(k)
+            ],
+        )
+        if not final:
+            return
+        residuals = (predicted - actual).ravel()
+        images = {}
+        if self.plots:
+            rmse = float(np.sqrt(np.mean(residuals**2)))
+            fig = output.scatter_plot(
+                actual.ravel(),
+                predicted.ravel(),
+                f"Validation: predicted vs actual (RMSE {rmse:.3g})",
+            )
+            images["pred_vs_actual"] = output.save_figure(fig, folder / "pred_vs_actual.png")
+            fig = output.residual_plot(residuals, "Validation residuals")
+            images["residuals"] = output.save_figure(fig, folder / "residuals.png")
+        output.log_images(trainer, {f"diagnostics/{k}": v for k, v in images.items()}, step)
+        for logger in output.wandb_loggers(trainer):
+            import wandb
+
+            table = wandb.Table(
+                columns=["actual", "predicted"],
+                data=[
+                    [float(a), float(p)]
+                    for a, p in zip(actual.ravel(), predicted.ravel(), strict=True)
+                ],
+            )
+            plot = wandb.plot.scatter(table, "actual", "predicted", title="predicted vs actual")
+            logger.log_metrics({"diagnostics/pred_vs_actual_table": plot}, step=step)
