@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class, instantiate
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
@@ -296,6 +297,7 @@ class EpochCSVLogger(CSVLogger):
     epoch side by side; the evaluation of the best checkpoint after fitting is the last row)."""
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> _EpochRowWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)

@@ -54,7 +54,7 @@ def write_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)
     return path
 
 

@@ -173,7 +173,7 @@ class PredictionDiagnostics(Callback):
             plot = wandb.plot.confusion_matrix(
                 y_true=y.tolist(), preds=predicted.tolist(), class_names=names
             )
-            logger.log_metrics({"diagnostics/confusion_matrix_table": plot}, step=step)
+            logger.log_metrics({"diagnostics/confusion": plot}, step=step)
             if rows:
                 columns = ["index", "true", "predicted", "confidence"]
                 data = [[r[c] for c in columns] for r in rows]
@@ -227,4 +227,4 @@ class PredictionDiagnostics(Callback):
                 ],
             )
             plot = wandb.plot.scatter(table, "actual", "predicted", title="predicted vs actual")
-            logger.log_metrics({"diagnostics/pred_vs_actual_table": plot}, step=step)
+            logger.log_metrics({"diagnostics/pred_vs_actual_scatter": plot}, step=step)

@@ -1,0 +1,213 @@
+"""Diagnostics callbacks on real networks and a real Trainer: layer discovery, the statistics
+against their definitions, hooks present only on measuring steps, and the files they write."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics, find_layers, output
+from nnlab.nn.activations import Maxout
+from nnlab.nn.networks import MLP, Perceptron
+from nnlab.run import instantiate_group
+from nnlab.train import build_module
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        image.verify()  # a complete, valid PNG
+    with Image.open(path) as image:
+        return image.size
+
+
+def fit(make_cfg, tmp_path: Path, callbacks: list, *overrides: str, steps: int = 4):
+    """Fits the configured module for `steps` optimizer steps with these callbacks only."""
+    cfg = make_cfg(*overrides)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.spec)
+    trainer = L.Trainer(
+        max_steps=steps,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return trainer, module, datamodule
+
+
+# -- layers ---------------------------------------------------------------------------------------
+def test_layers_are_named_in_network_order():
+    net = MLP(64, 10, hidden_sizes=[128, 64], activation={"name": "relu"})
+    layers = find_layers(net)
+    assert [layer.name for layer in layers] == ["layer1", "layer2", "output"]
+    assert [layer.weights.out_features for layer in layers] == [128, 64, 10]
+    assert [layer.has_dead_units for layer in layers] == [True, True, False]
+    tanh = find_layers(MLP(4, 1, hidden_sizes=[8], activation={"name": "tanh"}, norm="layernorm"))
+    assert [(layer.name, layer.has_dead_units) for layer in tanh] == [
+        ("layer1", False),
+        ("output", False),
+    ]
+    maxout = find_layers(MLP(4, 2, hidden_sizes=[8, 8], activation={"name": "maxout", "k": 3}))
+    assert [layer.name for layer in maxout] == ["layer1", "layer2", "output"]
+    assert isinstance(maxout[0].activation, Maxout) and maxout[0].weights.out_features == 24
+    assert [layer.name for layer in find_layers(Perceptron(2))] == ["output"]
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_statistics_follow_their_definitions(make_cfg, tmp_path, activation):
+    diagnostics = LayerDiagnostics(every_n_steps=1, plots=False)
+    trainer, module, datamodule = fit(
+        make_cfg, tmp_path, [diagnostics], f"activation={activation}", "optimizer=sgd"
+    )
+    first = module.net[1]  # Flatten, Linear(64 → 128), activation, ...
+    with torch.no_grad():  # 32 units can never be positive, 96 always output exactly 1
+        first.weight.zero_()
+        first.bias.fill_(1.0)
+        first.bias[:32] = -1.0
+    weight_norms = [layer.weights.weight.norm().item() for layer in find_layers(module.net)]
+    trainer.fit(module, datamodule=datamodule)
+
+    rows = read_csv(tmp_path / output.DIRNAME / "activations.csv")
+    assert [(r["step"], r["layer"]) for r in rows] == [
+        (str(s), layer) for s in range(4) for layer in ("layer1", "layer2")
+    ]
+    step0 = rows[0]
+    negative = -0.01 if activation == "leaky_relu" else 0.0  # leaky ReLU's slope times −1
+    values = torch.tensor([negative] * 32 + [1.0] * 96).repeat(64)  # one batch of 64
+    # Dead: never positive over the batch, whether the output is 0 or slightly negative.
+    assert float(step0["dead_fraction"]) == 0.25
+    assert float(step0["mean"]) == pytest.approx(values.mean().item(), rel=1e-5)
+    assert float(step0["std"]) == pytest.approx(values.std().item(), rel=1e-5)
+
+    grads = read_csv(tmp_path / output.DIRNAME / "gradients.csv")
+    at_init = [float(r["weight_norm"]) for r in grads if r["step"] == "0"]
+    assert at_init[1:] == pytest.approx(weight_norms[1:], rel=1e-6)  # layer1 was zeroed
+    assert at_init[0] == 0.0
+    assert all(float(r["grad_norm"]) > 0 for r in grads if r["layer"] == "output")
+
+
+class HookProbe(L.Callback):
+    """Counts the forward hooks on the activation layers at every training step."""
+
+    def __init__(self, diagnostics: LayerDiagnostics) -> None:
+        self.diagnostics, self.hooks = diagnostics, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        acts = [layer.activation for layer in self.diagnostics.layers if layer.activation]
+        self.hooks.append(sum(len(a._forward_hooks) for a in acts))
+
+
+def test_hooks_exist_only_on_measuring_steps(make_cfg, tmp_path):
+    diagnostics = LayerDiagnostics(every_n_steps=3, plots=False)
+    probe = HookProbe(diagnostics)  # after diagnostics: sees the hooks it registered
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics, probe], steps=7)
+    trainer.fit(module, datamodule=datamodule)
+    assert probe.hooks == [2, 0, 0, 2, 0, 0, 2]  # two hidden layers on steps 0, 3, 6
+    assert sum(len(layer.activation._forward_hooks) for layer in diagnostics.layers[:2]) == 0
+    assert sorted({r["step"] for r in diagnostics.activation_rows}) == [0, 3, 6]
+
+
+def test_layer_plots_are_written(make_cfg, tmp_path):
+    diagnostics = LayerDiagnostics(every_n_steps=2, histogram_every_n_steps=2)
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics], steps=5)
+    trainer.fit(module, datamodule=datamodule)
+    folder = tmp_path / output.DIRNAME
+    dpi = output.DPI
+    assert png_size(folder / "activation_std.png") == (2 * 5.5 * dpi, 4 * dpi)
+    assert png_size(folder / "dead_units.png") == (5.5 * dpi, 4 * dpi)
+    assert png_size(folder / "grad_norms.png") == (2 * 5.5 * dpi, 4 * dpi)
+    # weights and activations (rows) of layer1, layer2, output (columns)
+    assert png_size(folder / "histograms.png") == (3 * 3.2 * dpi, 2 * 2.6 * dpi)
+    hist = read_csv(folder / "histograms.csv")
+    counts = [int(r["count"]) for r in hist if r["step"] == "0" and r["kind"] == "weights"]
+    assert sum(counts) == 64 * 128 + 128 * 64 + 64 * 10
+
+
+def test_no_dead_units_for_other_activations(make_cfg, tmp_path):
+    diagnostics = LayerDiagnostics(every_n_steps=1)
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics], "activation=tanh")
+    trainer.fit(module, datamodule=datamodule)
+    assert all(r["dead_fraction"] is None for r in diagnostics.activation_rows)
+    assert not (tmp_path / output.DIRNAME / "dead_units.png").exists()
+
+
+# -- predictions ----------------------------------------------------------------------------------
+def test_confusion_matrix_and_mistakes_match_the_model(make_cfg, tmp_path):
+    callback = PredictionDiagnostics(every_n_epochs=1, max_misclassified=10)
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [callback], steps=30)
+    trainer.fit(module, datamodule=datamodule)
+    x, y = datamodule.splits["val"]
+    with torch.no_grad():
+        predicted = module.eval().predict(x)
+    folder = tmp_path / output.DIRNAME
+    rows = read_csv(folder / "confusion_matrix.csv")
+    names = list(datamodule.spec.class_names)
+    matrix = torch.tensor([[int(r[n]) for n in names] for r in rows])
+    assert matrix.sum() == len(y)
+    assert matrix.trace().item() == (predicted == y).sum().item()
+    assert [r["true"] for r in rows] == names
+    mistakes = read_csv(folder / "misclassified.csv")
+    assert 0 < len(mistakes) <= 10
+    for m in mistakes:
+        i = int(m["index"])
+        assert m["true"] == names[y[i]] != m["predicted"] == names[predicted[i]]
+    confidences = [float(m["confidence"]) for m in mistakes]
+    assert confidences == sorted(confidences, reverse=True)
+    assert png_size(folder / "confusion_matrix.png") == (int(6.5 * output.DPI), 5.5 * output.DPI)
+    width, height = png_size(folder / "misclassified.png")
+    assert width == 1.6 * 8 * output.DPI and height > 0  # 8 images a row
+
+
+def test_regression_scatter_and_residuals(make_cfg, tmp_path):
+    trainer, module, datamodule = fit(
+        make_cfg, tmp_path, [PredictionDiagnostics()], "data=linear_regression", steps=20
+    )
+    trainer.fit(module, datamodule=datamodule)
+    x, y = datamodule.splits["val"]
+    with torch.no_grad():
+        predicted = module.eval()(x).squeeze(-1)
+    rows = read_csv(tmp_path / output.DIRNAME / "predictions.csv")
+    assert len(rows) == len(y)
+    actual = torch.tensor([float(r["actual"]) for r in rows])
+    residual = torch.tensor([float(r["residual"]) for r in rows])
+    torch.testing.assert_close(actual, y.float())
+    torch.testing.assert_close(residual, predicted - y, rtol=1e-5, atol=1e-5)
+    folder = tmp_path / output.DIRNAME
+    assert png_size(folder / "pred_vs_actual.png") == (5 * output.DPI, 5 * output.DPI)
+    assert png_size(folder / "residuals.png") == (5.5 * output.DPI, 4 * output.DPI)
+    assert math.isfinite(residual.abs().max().item())
+
+
+# -- configuration -------------------------------------------------------------------------------
+def test_diagnostics_group_builds_the_callbacks(make_cfg):
+    assert instantiate_group(make_cfg("diagnostics=none").get("diagnostics")) == []
+    basic = instantiate_group(make_cfg("diagnostics=basic").diagnostics)
+    assert [type(c) for c in basic] == [LayerDiagnostics, PredictionDiagnostics]
+    assert basic[0].histogram_every_n_steps == 0
+    full = instantiate_group(make_cfg("diagnostics=full").diagnostics)
+    assert full[0].histogram_every_n_steps > 0 and full[1].max_misclassified > 0
+
+
+def test_bad_intervals_are_refused():
+    with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
+        LayerDiagnostics(every_n_steps=0)
+    with pytest.raises(ValueError, match="multiple of every_n_steps"):
+        LayerDiagnostics(every_n_steps=50, histogram_every_n_steps=75)
+    with pytest.raises(ValueError, match=">= 0"):
+        PredictionDiagnostics(every_n_epochs=-1)
