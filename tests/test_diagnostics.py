@@ -25,6 +25,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def inches(width: float, height: float) -> tuple[int, int]:
+    """The pixel size of a figure of this many inches, as saved."""
+    return round(width * output.DPI), round(height * output.DPI)
+
+
 def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         image.verify()  # a complete, valid PNG
@@ -128,12 +133,11 @@ def test_layer_plots_are_written(make_cfg, tmp_path):
     trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics], steps=5)
     trainer.fit(module, datamodule=datamodule)
     folder = tmp_path / output.DIRNAME
-    dpi = output.DPI
-    assert png_size(folder / "activation_std.png") == (2 * 5.5 * dpi, 4 * dpi)
-    assert png_size(folder / "dead_units.png") == (5.5 * dpi, 4 * dpi)
-    assert png_size(folder / "grad_norms.png") == (2 * 5.5 * dpi, 4 * dpi)
+    assert png_size(folder / "activation_std.png") == inches(2 * 5.5, 4)  # two panels
+    assert png_size(folder / "dead_units.png") == inches(5.5, 4)
+    assert png_size(folder / "grad_norms.png") == inches(2 * 5.5, 4)
     # weights and activations (rows) of layer1, layer2, output (columns)
-    assert png_size(folder / "histograms.png") == (3 * 3.2 * dpi, 2 * 2.6 * dpi)
+    assert png_size(folder / "histograms.png") == inches(3 * 3.2, 2 * 2.6)
     hist = read_csv(folder / "histograms.csv")
     counts = [int(r["count"]) for r in hist if r["step"] == "0" and r["kind"] == "weights"]
     assert sum(counts) == 64 * 128 + 128 * 64 + 64 * 10
@@ -169,9 +173,9 @@ def test_confusion_matrix_and_mistakes_match_the_model(make_cfg, tmp_path):
         assert m["true"] == names[y[i]] != m["predicted"] == names[predicted[i]]
     confidences = [float(m["confidence"]) for m in mistakes]
     assert confidences == sorted(confidences, reverse=True)
-    assert png_size(folder / "confusion_matrix.png") == (int(6.5 * output.DPI), 5.5 * output.DPI)
-    width, height = png_size(folder / "misclassified.png")
-    assert width == 1.6 * 8 * output.DPI and height > 0  # 8 images a row
+    assert png_size(folder / "confusion_matrix.png") == inches(7.5, 6.5)  # 10 classes
+    rows_of_8 = -(-len(mistakes) // 8)
+    assert png_size(folder / "misclassified.png") == inches(1.6 * 8, 1.8 * rows_of_8 + 0.4)
 
 
 def test_regression_scatter_and_residuals(make_cfg, tmp_path):
@@ -189,8 +193,8 @@ def test_regression_scatter_and_residuals(make_cfg, tmp_path):
     torch.testing.assert_close(actual, y.float())
     torch.testing.assert_close(residual, predicted - y, rtol=1e-5, atol=1e-5)
     folder = tmp_path / output.DIRNAME
-    assert png_size(folder / "pred_vs_actual.png") == (5 * output.DPI, 5 * output.DPI)
-    assert png_size(folder / "residuals.png") == (5.5 * output.DPI, 4 * output.DPI)
+    assert png_size(folder / "pred_vs_actual.png") == inches(5, 5)
+    assert png_size(folder / "residuals.png") == inches(5.5, 4)
     assert math.isfinite(residual.abs().max().item())
 
 

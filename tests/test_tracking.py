@@ -31,7 +31,12 @@ CHOICES = {
     "optimizer": "adam",
     "trainer": "default",
 }
-QUIET = ("trainer.enable_model_summary=false",)
+QUIET = ("+trainer.enable_model_summary=false",)
+FEW_BATCHES = (
+    "+trainer.limit_train_batches=4",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+)
 
 
 @pytest.fixture
@@ -107,25 +112,38 @@ def test_flatten_gives_the_keys_a_command_line_override_uses():
 
 
 # -- W&B mode ---------------------------------------------------------------------------------
-def resolved_mode(env: dict[str, str], requested: str | None = None) -> subprocess.CompletedProcess:
-    code = f"import nnlab.tracking as t; print(t.resolve_wandb_mode({requested!r}))"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+MODES = """
+import os
+from nnlab.tracking import resolve_wandb_mode
+
+print(resolve_wandb_mode(None))  # no credentials anywhere
+os.environ["WANDB_MODE"] = "disabled"
+print(resolve_wandb_mode(None))  # WANDB_MODE wins
+del os.environ["WANDB_MODE"]
+# A key (never sent anywhere: wandb.login(verify=False) only reads it) means online.
+os.environ["WANDB_API_KEY"] = "a" * 40
+print(resolve_wandb_mode(None))
+print(resolve_wandb_mode("offline"))  # an explicit mode wins over credentials
+try:
+    resolve_wandb_mode("sometimes")
+except ValueError as e:
+    print(e)
+"""
 
 
 def test_wandb_mode_follows_credentials_and_wandb_mode(wandb_env):
-    assert resolved_mode(wandb_env).stdout.strip() == "offline"
-    # A key (never sent anywhere: wandb.login(verify=False) only reads it) means online.
-    assert resolved_mode({**wandb_env, "WANDB_API_KEY": "a" * 40}).stdout.strip() == "online"
-    assert resolved_mode({**wandb_env, "WANDB_MODE": "disabled"}).stdout.strip() == "disabled"
-    bad = resolved_mode(wandb_env, "sometimes")
-    assert bad.returncode != 0 and "online, offline, disabled" in bad.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", MODES],
+        env=wandb_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    *modes, error = proc.stdout.strip().splitlines()
+    assert modes == ["offline", "disabled", "online", "offline"]
+    assert "null (auto) or one of online, offline, disabled" in error
 
 
 # -- W&B runs, read back ------------------------------------------------------------------------
@@ -169,7 +187,7 @@ def test_wandb_without_credentials_runs_offline_with_everything_logged(tmp_path,
     assert run.exit_code == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # two W&B runs in a subprocess: ~15 s
 def test_wandb_multirun_groups_the_sweep(tmp_path, wandb_env):
     sweep = tmp_path / "sweep"
     run_train(
@@ -207,6 +225,7 @@ def test_wandb_run_is_marked_failed_when_training_raises(make_cfg, wandb_env):
         "diagnostics=none",
         "+callbacks.boom._target_=tests.test_tracking.Boom",
         *QUIET,
+        *FEW_BATCHES,
     )
     with pytest.raises(RuntimeError, match="boom"):
         train(cfg)
@@ -223,7 +242,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_csv_logger_writes_one_row_per_epoch(make_cfg):
-    cfg = make_cfg("logger=csv", "diagnostics=none", "trainer.max_epochs=3", *QUIET)
+    cfg = make_cfg("logger=csv", "diagnostics=none", "trainer.max_epochs=3", *QUIET, *FEW_BATCHES)
     train(cfg)
     rows = read_csv(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")
     fit_rows, final = rows[:-1], rows[-1]
