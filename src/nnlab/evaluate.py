@@ -19,7 +19,7 @@ from nnlab.run import (
     write_results,
 )
 from nnlab.tasks.base import TaskModule, module_class_path
-from nnlab.tracking import instantiate_loggers, tracking
+from nnlab.tracking import instantiate_loggers, log_config, tracking
 
 
 def load_module(ckpt_path: str | Path) -> TaskModule:
@@ -50,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg)
     with tracking(loggers):  # W&B runs end as finished, or failed if testing raises
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+        log_config(loggers, cfg)
         metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
         if trainer.is_global_zero:
             write_results(

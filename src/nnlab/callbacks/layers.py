@@ -111,7 +111,8 @@ class LayerDiagnostics(Callback):
         self._grad_stats: torch.Tensor | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
+        # fast_dev_run is a smoke test: like Lightning's loggers, diagnostics stay quiet.
+        if stage == "fit" and not trainer.fast_dev_run:
             self.layers = find_layers(getattr(pl_module, "net", pl_module))
             log.info("layer diagnostics: %s", ", ".join(layer.name for layer in self.layers))
 
@@ -121,7 +122,9 @@ class LayerDiagnostics(Callback):
     ) -> None:
         step = trainer.global_step
         # With gradient accumulation several batches share a step: measure the first.
-        if step % self.every_n_steps or step == self._last_step or not trainer.is_global_zero:
+        if step % self.every_n_steps or step == self._last_step or not self.layers:
+            return
+        if not trainer.is_global_zero:  # one process measures and writes
             return
         self._last_step = self._measuring = step
         keep_values = self._histogram_step(step)
@@ -236,7 +239,7 @@ class LayerDiagnostics(Callback):
 
     # -- plots -----------------------------------------------------------------------------------
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not (self.plots and trainer.is_global_zero):
+        if not (self.plots and self.layers and trainer.is_global_zero):
             return
         folder = output.output_dir(trainer)
         images = {}

@@ -99,12 +99,14 @@ class PredictionDiagnostics(Callback):
             or not self.every_n_epochs
             or (trainer.current_epoch + 1) % self.every_n_epochs
             or not trainer.is_global_zero
+            or trainer.fast_dev_run
         ):
             return
         self._evaluate(trainer, pl_module, final=False)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero:
+        # fast_dev_run is a smoke test: like Lightning's loggers, diagnostics stay quiet.
+        if trainer.is_global_zero and not trainer.fast_dev_run:
             self._evaluate(trainer, pl_module, final=True)
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule, final: bool) -> None:
@@ -203,7 +205,10 @@ class PredictionDiagnostics(Callback):
         )
         if not final:
             return
-        residuals = (predicted - actual).ravel()
+        residuals = (predicted.astype(np.float64) - actual).ravel()
+        if not np.isfinite(residuals).all():
+            log.warning("validation predictions are not finite (did training diverge?): no plots")
+            return
         images = {}
         if self.plots:
             rmse = float(np.sqrt(np.mean(residuals**2)))
