@@ -155,6 +155,7 @@ def test_wandb_without_credentials_runs_offline_with_everything_logged(tmp_path,
         "diagnostics.layers.every_n_steps=10",
         "trainer.max_epochs=2",
         "logger.wandb.tags=[lecture3]",
+        "logger.wandb.log_model=true",
         f"hydra.run.dir={out}",
         cwd=tmp_path,
         env=wandb_env,
@@ -184,6 +185,11 @@ def test_wandb_without_credentials_runs_offline_with_everything_logged(tmp_path,
     assert "diagnostics/confusion_matrix/_type" in logged  # the PNG as a W&B image
     steps = sorted(h["trainer/global_step"] for h in run.history if "activation_std/layer1" in h)
     assert steps == [0, 10, 20, 30]  # 2 epochs of 20 steps, every 10 steps
+    # log_model=true: the checkpoints as model artifacts, uploaded by `wandb sync` later.
+    models = [a for a in run.artifacts if a.type == "model"]
+    assert models and all([m.path for m in a.manifest.contents] == ["model.ckpt"] for a in models)
+    # W&B's confusion-matrix chart is backed by a table, stored as a run_table artifact.
+    assert any("confusion" in a.name for a in run.artifacts if a.type == "run_table")
     assert run.exit_code == 0
 
 

@@ -59,6 +59,7 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
     files: list[str] = field(default_factory=list)
+    artifacts: list[Any] = field(default_factory=list)  # ArtifactRecords: type, name, manifest
 
 
 def read_run(run_dir: Path) -> OfflineRun:
@@ -80,6 +81,8 @@ def read_run(run_dir: Path) -> OfflineRun:
             result.exit_code = record.exit.exit_code
         elif kind == "files":
             result.files += [f.path for f in record.files.files]
+        elif kind == "artifact":
+            result.artifacts.append(record.artifact)
     return result
 
 
