@@ -158,10 +158,14 @@ def build_wandb_logger(logger_cfg: DictConfig, cfg: DictConfig) -> WandbLogger:
         if mode != "online":
             raise
         log.warning("W&B could not start online (%s); logging offline instead", e)
-        logger = _without_anonymous(cls(**options, mode="offline"))
+        mode = "offline"
+        logger = _without_anonymous(cls(**options, mode=mode))
         run = logger.experiment
-    where = "offline" if run.settings._offline else run.url
-    log.info("W&B run %r (%s) in %s", run.name, where, run.dir)
+    if mode == "disabled":
+        log.info("W&B is disabled (logger.wandb.mode=disabled): nothing is logged to it")
+    else:
+        where = run.url if mode == "online" else "offline"
+        log.info("W&B run %r (%s) in %s", run.name, where, run.dir)
     return logger
 
 
