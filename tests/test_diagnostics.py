@@ -17,7 +17,7 @@ from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics, find_layers
 from nnlab.nn.activations import Maxout
 from nnlab.nn.networks import MLP, Perceptron
 from nnlab.run import instantiate_group
-from nnlab.train import build_module
+from nnlab.train import build_module, train
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -28,6 +28,12 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def inches(width: float, height: float) -> tuple[int, int]:
     """The pixel size of a figure of this many inches, as saved."""
     return round(width * output.DPI), round(height * output.DPI)
+
+
+def val_split(datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation inputs (normalized, as the model sees them) and targets."""
+    batches = list(datamodule.val_dataloader())
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -156,7 +162,7 @@ def test_confusion_matrix_and_mistakes_match_the_model(make_cfg, tmp_path):
     callback = PredictionDiagnostics(every_n_epochs=1, max_misclassified=10)
     trainer, module, datamodule = fit(make_cfg, tmp_path, [callback], steps=30)
     trainer.fit(module, datamodule=datamodule)
-    x, y = datamodule.splits["val"]
+    x, y = val_split(datamodule)
     with torch.no_grad():
         predicted = module.eval().predict(x)
     folder = tmp_path / output.DIRNAME
@@ -183,7 +189,7 @@ def test_regression_scatter_and_residuals(make_cfg, tmp_path):
         make_cfg, tmp_path, [PredictionDiagnostics()], "data=linear_regression", steps=20
     )
     trainer.fit(module, datamodule=datamodule)
-    x, y = datamodule.splits["val"]
+    x, y = val_split(datamodule)
     with torch.no_grad():
         predicted = module.eval()(x).squeeze(-1)
     rows = read_csv(tmp_path / output.DIRNAME / "predictions.csv")
@@ -215,3 +221,25 @@ def test_bad_intervals_are_refused():
         LayerDiagnostics(every_n_steps=50, histogram_every_n_steps=75)
     with pytest.raises(ValueError, match=">= 0"):
         PredictionDiagnostics(every_n_epochs=-1)
+
+
+def test_grouped_steps_are_measured_at_the_due_steps(make_cfg):
+    """speed=max on the CPU takes 8 optimizer steps per Lightning batch: measurements land on
+    the first batch reaching each due step, labelled with the step they saw (its last)."""
+    cfg = make_cfg(
+        "speed=max",
+        "diagnostics=basic",
+        "diagnostics.layers.every_n_steps=10",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "test=false",
+    )
+    train(cfg)
+    folder = Path(cfg.paths.output_dir) / output.DIRNAME
+    # 20 steps in batches of 8, 8, 4 starting at steps 0, 8, 16: due at 0, then 10 (reached
+    # by the batch starting at 16); each batch's statistics are from its last step.
+    activations = read_csv(folder / "activations.csv")
+    assert sorted({int(r["step"]) for r in activations}) == [7, 19]
+    gradients = read_csv(folder / "gradients.csv")
+    assert sorted({int(r["step"]) for r in gradients}) == [7, 19]
+    assert all(float(r["grad_norm"]) > 0 for r in gradients)

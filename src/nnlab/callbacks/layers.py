@@ -103,8 +103,11 @@ class LayerDiagnostics(Callback):
         self.activation_rows: list[dict[str, Any]] = []
         self.gradient_rows: list[dict[str, Any]] = []
         self.histograms: list[dict[str, Any]] = []
-        self._last_step = -1
-        self._measuring: int | None = None  # the step being measured
+        self._next_step = 0  # the next step due for a measurement
+        self._next_histogram = 0
+        self._measuring: int | None = None  # the step the measured batch started at
+        self._keep_values = False  # this measurement takes histograms too
+        self._warned = False
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._act_stats: dict[str, torch.Tensor] = {}
         self._act_values: dict[str, torch.Tensor] = {}
@@ -121,20 +124,20 @@ class LayerDiagnostics(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        # With gradient accumulation several batches share a step: measure the first.
-        if step % self.every_n_steps or step == self._last_step or not self.layers:
+        # The step can stay for several batches (gradient accumulation) or advance by several
+        # in one (speed.steps_per_batch): measure the first batch that reaches a due step.
+        if step < self._next_step or not self.layers or not trainer.is_global_zero:
             return
-        if not trainer.is_global_zero:  # one process measures and writes
-            return
-        self._last_step = self._measuring = step
-        keep_values = self._histogram_step(step)
+        n, h = self.every_n_steps, self.histogram_every_n_steps
+        self._next_step = (step // n + 1) * n
+        self._keep_values = bool(h) and step >= self._next_histogram
+        if self._keep_values:
+            self._next_histogram = (step // h + 1) * h
+        self._measuring = step
         for layer in self.layers:
             if layer.activation is not None:
-                hook = self._activation_hook(layer, keep_values)
+                hook = self._activation_hook(layer, self._keep_values)
                 self._hooks.append(layer.activation.register_forward_hook(hook))
-
-    def _histogram_step(self, step: int) -> bool:
-        return bool(self.histogram_every_n_steps) and step % self.histogram_every_n_steps == 0
 
     def _activation_hook(self, layer: Layer, keep_values: bool):
         def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
@@ -168,11 +171,21 @@ class LayerDiagnostics(Callback):
     ) -> None:
         if self._measuring is None:
             return
-        step, self._measuring = self._measuring, None
+        start, self._measuring = self._measuring, None
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        self._record(trainer, step)
+        if not self._act_stats and self._grad_stats is None and not self._warned:
+            # A step replayed as a CUDA graph (speed.cuda_graph) runs no Python hooks.
+            log.warning(
+                "layer diagnostics saw no forward or optimizer step at step %d (a CUDA-graph "
+                "step?): nothing measured; speed.cuda_graph=false measures every layer",
+                start,
+            )
+            self._warned = True
+        # The statistics are those of the batch's last optimizer step (one per batch, unless
+        # speed.steps_per_batch groups several).
+        self._record(trainer, max(trainer.global_step - 1, start))
 
     def _record(self, trainer: Trainer, step: int) -> None:
         """Moves the step's statistics to the host (the one sync), then files and logs them."""
@@ -214,7 +227,7 @@ class LayerDiagnostics(Callback):
             metrics[f"weight_norm/{r['layer']}"] = r["weight_norm"]
         if metrics:
             output.log_scalars(trainer, metrics, step)
-        if self._histogram_step(step):
+        if self._keep_values:
             self._record_histograms(trainer, step)
 
     def _record_histograms(self, trainer: Trainer, step: int) -> None:
