@@ -243,3 +243,16 @@ def test_grouped_steps_are_measured_at_the_due_steps(make_cfg):
     gradients = read_csv(folder / "gradients.csv")
     assert sorted({int(r["step"]) for r in gradients}) == [7, 19]
     assert all(float(r["grad_norm"]) > 0 for r in gradients)
+
+
+def test_a_graph_captured_step_is_not_hooked(make_cfg, tmp_path, caplog):
+    """With speed.cuda_graph the module holds its captured step in `graphed`: hooks present at
+    capture would be baked into every replay, so none are registered, and the log says why."""
+    diagnostics = LayerDiagnostics(every_n_steps=1, plots=False)
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics])
+    module.graphed = object()  # as TaskModule.setup marks a step to capture
+    with caplog.at_level("WARNING", logger="nnlab.callbacks.layers"):
+        trainer.fit(module, datamodule=datamodule)
+    assert not (tmp_path / output.DIRNAME / "activations.csv").exists()
+    assert sum(len(layer.activation._forward_hooks) for layer in diagnostics.layers[:2]) == 0
+    assert [r.message for r in caplog.records if "cuda_graph" in r.message]

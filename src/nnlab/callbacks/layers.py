@@ -128,6 +128,11 @@ class LayerDiagnostics(Callback):
         # in one (speed.steps_per_batch): measure the first batch that reaches a due step.
         if step < self._next_step or not self.layers or not trainer.is_global_zero:
             return
+        if getattr(pl_module, "graphed", None) is not None:
+            # speed.cuda_graph: the step is (or is about to be) captured, and a replay runs no
+            # Python hooks; hooks present at capture would be baked into every replay.
+            self._warn_unmeasured(step)
+            return
         n, h = self.every_n_steps, self.histogram_every_n_steps
         self._next_step = (step // n + 1) * n
         self._keep_values = bool(h) and step >= self._next_histogram
@@ -138,6 +143,15 @@ class LayerDiagnostics(Callback):
             if layer.activation is not None:
                 hook = self._activation_hook(layer, self._keep_values)
                 self._hooks.append(layer.activation.register_forward_hook(hook))
+
+    def _warn_unmeasured(self, step: int) -> None:
+        if not self._warned:
+            log.warning(
+                "layer diagnostics measure nothing from step %d: the training step runs no "
+                "Python hooks (speed.cuda_graph?); speed.cuda_graph=false measures every layer",
+                step,
+            )
+            self._warned = True
 
     def _activation_hook(self, layer: Layer, keep_values: bool):
         def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
@@ -175,14 +189,8 @@ class LayerDiagnostics(Callback):
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        if not self._act_stats and self._grad_stats is None and not self._warned:
-            # A step replayed as a CUDA graph (speed.cuda_graph) runs no Python hooks.
-            log.warning(
-                "layer diagnostics saw no forward or optimizer step at step %d (a CUDA-graph "
-                "step?): nothing measured; speed.cuda_graph=false measures every layer",
-                start,
-            )
-            self._warned = True
+        if not self._act_stats and self._grad_stats is None:
+            self._warn_unmeasured(start)
         # The statistics are those of the batch's last optimizer step (one per batch, unless
         # speed.steps_per_batch groups several).
         self._record(trainer, max(trainer.global_step - 1, start))
