@@ -1,6 +1,7 @@
 """Measures what the diagnostics group costs, through the real train.py (default callbacks and
 CSV logger), with diagnostics=none, basic and full at their default intervals, on the default
-digits MLP and on an MNIST-shaped synthetic set with a 784-256-256-10 MLP.
+digits MLP and on synthetic MNIST-shaped images (data=synthetic_mnist, 12k) with a
+784-256-256-10 MLP.
 
     PYTHONPATH=src:. python benchmarks/diagnostics_overhead.py [--repeats 5]
 
@@ -35,13 +36,15 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics
-from nnlab.data.base import ArrayDataModule, Split
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "digits MLP 64-128-64-10 (default)": [],
-    "MNIST-shaped MLP 784-256-256-10": [
-        "data._target_=benchmarks.diagnostics_overhead.MNISTShaped",
+    "synthetic MNIST (12k), MLP 784-256-256-10": [
+        "data=synthetic_mnist",
+        "data.n_train=12000",
+        "data.n_test=2000",
+        "data.batch_size=64",
         "model.hidden_sizes=[256,256]",
         "trainer.max_epochs=5",
     ],
@@ -53,18 +56,6 @@ TIMED = (
     "diagnostics.layers._target_=benchmarks.diagnostics_overhead.TimedLayerDiagnostics",
     "diagnostics.predictions._target_=benchmarks.diagnostics_overhead.TimedPredictionDiagnostics",
 )
-
-
-class MNISTShaped(ArrayDataModule):
-    """Random 28×28 'images' in 10 classes (12,000 samples): MNIST's shape without the data."""
-
-    task = "multiclass"
-
-    def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
-        g = torch.Generator().manual_seed(self.seed)
-        x = torch.rand(12_000, 1, 28, 28, generator=g)
-        y = torch.randint(0, 10, (12_000,), generator=g)
-        return {"train": (x, y)}, tuple(str(c) for c in range(10))
 
 
 def timed(method: Callable) -> Callable:
