@@ -4,6 +4,7 @@ exactness of the captured step against eager steps for every activation, loss an
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import lightning as L
@@ -357,3 +358,39 @@ def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 8 and not module.automatic_optimization
     assert trainer.global_step == 21
+
+
+@pytest.mark.parametrize("steps_per_batch", ["auto", "1"])
+def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_batch):
+    from hydra.utils import instantiate
+
+    from nnlab.speed import StepProgressBar
+
+    cfg = composed("data=digits", f"speed.steps_per_batch={steps_per_batch}")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    bar = StepProgressBar(refresh_rate=5)
+    shown = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            shown.append((bar.train_progress_bar.n, bar.train_progress_bar.total))
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar, Record()],
+    )
+    trainer.fit(module, datamodule=data)
+    steps = -(-len(data.splits["train"][0]) // data.batch_size)
+    assert data.train_batches_per_item == (8 if steps_per_batch == "auto" else 1)
+    assert shown[-1] == (steps, steps)  # the bar ends each epoch at its step count
+    assert all(total == steps for _, total in shown)
+    counts = [n for n, _ in shown]
+    # Redrawn at least every refresh_rate steps, or every group of steps where that is more.
+    assert max(b - a for a, b in itertools.pairwise(counts) if b > a) <= 8
