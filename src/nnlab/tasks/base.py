@@ -256,7 +256,7 @@ class TaskModule(L.LightningModule):
             or trainer.fast_dev_run
             or trainer.gradient_clip_val
             or trainer.accumulate_grad_batches != 1
-            # Several backward passes per DDP forward are not verified to all-reduce each.
+            # DDP: grouped steps were checked by hand only (docs/speed.md), not by a test.
             or trainer.world_size > 1
         )
         resident = groups and self.trainer.datamodule.is_resident(trainer.strategy.root_device)
