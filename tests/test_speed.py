@@ -394,3 +394,39 @@ def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_bat
     counts = [n for n, _ in shown]
     # Redrawn at least every refresh_rate steps, or every group of steps where that is more.
     assert max(b - a for a, b in itertools.pairwise(counts) if b > a) <= 8
+
+
+def test_grouped_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(max_epochs: int, ckpt_path: str | None = None, save: bool = False) -> L.Trainer:
+        L.seed_everything(0, verbose=False)
+        cfg = composed("data=digits")
+        data = instantiate(cfg.data, _convert_="all")
+        data.setup("fit")
+        module = build_module(cfg, data.spec)
+        callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True)] if save else []
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=max_epochs,
+            logger=False,
+            enable_checkpointing=save,
+            callbacks=callbacks,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        assert data.train_batches_per_item == 8
+        return trainer
+
+    run(2, save=True)
+    resumed = run(3, ckpt_path=str(tmp_path / "last.ckpt"))
+    straight = run(3)
+    assert resumed.global_step == straight.global_step
+    for a, b in zip(
+        resumed.lightning_module.state_dict().values(),
+        straight.lightning_module.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
