@@ -4,7 +4,7 @@
 
 Paths, each timed over the same training steps (after warm-up) and reported in samples/s:
   nnlab        nnlab's training path as `python train.py` runs it (Lightning Trainer, default
-               callbacks and CSV logger), speed=default
+               callbacks and CSV logger), speed=default (8 exact steps per Lightning batch)
   nnlab_max    the same with speed=max (whole-step CUDA graph on a GPU)
   bare         a bare PyTorch loop over the training split held on the device
   dataloader   a bare loop over a torch DataLoader (TensorDataset, shuffle) with host→device copies

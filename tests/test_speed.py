@@ -4,6 +4,7 @@ exactness of the captured step against eager steps for every activation, loss an
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import lightning as L
@@ -225,7 +226,7 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
 
 
 def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run():
-    cfg = composed("data=digits", "speed=default")
+    cfg = composed("data=digits", "speed.steps_per_batch=1")
     from hydra.utils import instantiate
 
     data = instantiate(cfg.data, _convert_="all")
@@ -246,11 +247,97 @@ def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run()
     assert trainer.global_step == len(data.train_dataloader())
 
 
-@pytest.mark.parametrize("extra", [[], ["scheduler=step", "scheduler.step_size=1"]])
-def test_several_eager_steps_per_batch_train_exactly_like_one_step_per_batch(extra):
-    one = fit(composed("data=digits", *extra), "cpu", max_epochs=2)
-    grouped = fit(composed("data=digits", *extra, "speed.steps_per_batch=8"), "cpu", max_epochs=2)
+@pytest.mark.parametrize(
+    "extra", [[], ["scheduler=step", "scheduler.step_size=1"], ["scheduler=plateau"]]
+)
+def test_default_grouped_steps_train_exactly_like_one_step_per_batch(extra):
+    one = fit(composed("data=digits", *extra, "speed.steps_per_batch=1"), "cpu", max_epochs=2)
+    grouped = fit(composed("data=digits", *extra), "cpu", max_epochs=2)  # auto: groups of 8
     assert one == grouped  # same arithmetic in the same order: identical metrics
+
+
+class CountHooks(L.Callback):
+    """Counts the per-step and per-batch hooks that diagnostics callbacks rely on."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(("backward", "before_step", "batch_end"), 0)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.counts["backward"] += 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.counts["before_step"] += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.counts["batch_end"] += 1
+
+
+def fit_logged(tmp_path: Path, *overrides: str, **trainer_args) -> tuple:
+    """Fits 2 epochs with a CSV logger and a hook counter: (trainer, counts, logged steps)."""
+    import csv
+
+    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import CSVLogger
+
+    L.seed_everything(0, verbose=False)
+    cfg = composed("data=digits", *overrides)
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    counter = CountHooks()
+    args = {"max_epochs": 2, "enable_checkpointing": False, "enable_progress_bar": False}
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        callbacks=[counter],
+        enable_model_summary=False,
+        **{**args, **trainer_args},
+    )
+    trainer.fit(module, datamodule=data)
+    steps = []
+    if trainer.logger.log_dir is not None:  # fast_dev_run replaces loggers by a dummy
+        with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+            steps = [(row["epoch"], row["step"]) for row in csv.DictReader(f) if row["train/loss"]]
+    return trainer, data, counter.counts, steps
+
+
+def test_default_groups_keep_per_step_hooks_and_logged_steps(tmp_path):
+    trainer, data, counts, steps = fit_logged(tmp_path / "auto")
+    assert data.train_batches_per_item == 8
+    steps_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
+    assert trainer.global_step == 2 * steps_per_epoch
+    # Gradient and optimizer hooks once per optimizer step; per-batch hooks once per group.
+    assert counts["backward"] == counts["before_step"] == trainer.global_step
+    assert counts["batch_end"] == 2 * -(-steps_per_epoch // 8)
+    # Metrics are logged at the same steps as with one step per batch.
+    one, _, one_counts, one_steps = fit_logged(tmp_path / "one", "speed.steps_per_batch=1")
+    assert steps == one_steps and one.global_step == trainer.global_step
+    assert one_counts["backward"] == one_counts["before_step"] == one_counts["batch_end"]
+
+
+@pytest.mark.parametrize(
+    "trainer_args",
+    [
+        {"limit_train_batches": 5},
+        {"limit_train_batches": 0.5},
+        {"val_check_interval": 5},
+        {"val_check_interval": 0.5},
+        {"overfit_batches": 1},
+        {"fast_dev_run": True},
+        {"gradient_clip_val": 1.0},
+        {"accumulate_grad_batches": 2},
+    ],
+)
+def test_auto_steps_per_batch_is_one_where_trainer_options_count_batches(tmp_path, trainer_args):
+    trainer, data, counts, _ = fit_logged(tmp_path, **trainer_args)
+    assert data.train_batches_per_item == 1
+    assert counts["batch_end"] == trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+
+def test_steps_per_batch_must_be_auto_or_positive():
+    cfg = composed("data=digits", "speed.steps_per_batch=0")
+    with pytest.raises(ValueError, match="steps_per_batch must be auto or >= 1, got 0"):
+        fit(cfg, "cpu", max_epochs=1)
 
 
 def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
@@ -271,3 +358,75 @@ def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 8 and not module.automatic_optimization
     assert trainer.global_step == 21
+
+
+@pytest.mark.parametrize("steps_per_batch", ["auto", "1"])
+def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_batch):
+    from hydra.utils import instantiate
+
+    from nnlab.speed import StepProgressBar
+
+    cfg = composed("data=digits", f"speed.steps_per_batch={steps_per_batch}")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    bar = StepProgressBar(refresh_rate=5)
+    shown = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            shown.append((bar.train_progress_bar.n, bar.train_progress_bar.total))
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar, Record()],
+    )
+    trainer.fit(module, datamodule=data)
+    steps = -(-len(data.splits["train"][0]) // data.batch_size)
+    assert data.train_batches_per_item == (8 if steps_per_batch == "auto" else 1)
+    assert shown[-1] == (steps, steps)  # the bar ends each epoch at its step count
+    assert all(total == steps for _, total in shown)
+    counts = [n for n, _ in shown]
+    # Redrawn at least every refresh_rate steps, or every group of steps where that is more.
+    assert max(b - a for a, b in itertools.pairwise(counts) if b > a) <= 8
+
+
+def test_grouped_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(max_epochs: int, ckpt_path: str | None = None, save: bool = False) -> L.Trainer:
+        L.seed_everything(0, verbose=False)
+        cfg = composed("data=digits")
+        data = instantiate(cfg.data, _convert_="all")
+        data.setup("fit")
+        module = build_module(cfg, data.spec)
+        callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True)] if save else []
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=max_epochs,
+            logger=False,
+            enable_checkpointing=save,
+            callbacks=callbacks,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        assert data.train_batches_per_item == 8
+        return trainer
+
+    run(2, save=True)
+    resumed = run(3, ckpt_path=str(tmp_path / "last.ckpt"))
+    straight = run(3)
+    assert resumed.global_step == straight.global_step
+    for a, b in zip(
+        resumed.lightning_module.state_dict().values(),
+        straight.lightning_module.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

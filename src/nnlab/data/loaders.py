@@ -137,9 +137,13 @@ class TensorBatches:
         # Lightning inspects loaders like DataLoaders: it finds `sampler` and calls set_epoch.
         self.batch_sampler = None
 
+    @property
+    def num_batches(self) -> int:
+        """Batches per epoch (however many make up one item)."""
+        return -(-len(self.sampler) // self.batch_size)
+
     def __len__(self) -> int:
-        batches = -(-len(self.sampler) // self.batch_size)
-        return -(-batches // self.batches_per_item)
+        return -(-self.num_batches // self.batches_per_item)
 
     def _batch(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         return (self.normalize(x) if self.normalize is not None else x), y

@@ -28,6 +28,9 @@ HIGHER_IS_BETTER = {"acc", "f1", "auroc", "r2"}
 LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes", "rmse_orig", "mae_orig", "rmse_log"}
 
 
+# Optimizer steps per Lightning batch for speed.steps_per_batch=auto: Lightning's per-batch work
+# (about 1 ms on a CPU core) then costs an eighth of that per step (docs/speed.md).
+AUTO_STEPS_PER_BATCH = 8
 # Marks a module whose step will be captured once the optimizer exists (at train start).
 _PENDING: Any = object()
 
@@ -166,9 +169,11 @@ class TaskModule(L.LightningModule):
         batches = batch if isinstance(batch[0], list | tuple) else [batch]
         optimizer = self.optimizers()
         max_steps = self.trainer.max_steps
+        done = 0
         for x, y in batches:
             if 0 <= max_steps <= self.trainer.global_step:
                 break  # max_steps is exact even mid-list
+            done += 1
             if self.graphed is None:
                 optimizer.zero_grad()
                 self.manual_backward(self._step((x, y), "train"))
@@ -180,6 +185,10 @@ class TaskModule(L.LightningModule):
             self.graphed(x, y)
             optimizer._on_after_step()
             self.samples["train"] += len(x)
+        if done > 1:
+            # Lightning adds 1 per batch to the step that loggers record metrics at; add the
+            # group's other steps, so that logged steps count optimizer steps as without groups.
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped += done - 1
 
     def _graph_step_fn(self, x: torch.Tensor, y: torch.Tensor):
         output = self(x)
@@ -195,15 +204,15 @@ class TaskModule(L.LightningModule):
         speed = self.hparams.get("speed") or {}
         trainer = self.trainer
         datamodule = trainer.datamodule
-        per_batch = int(speed.get("steps_per_batch", 1))
-        if per_batch < 1:
-            raise ValueError(f"speed.steps_per_batch must be >= 1, got {per_batch}")
         groups = hasattr(datamodule, "train_batches_per_item")
         if groups:
             datamodule.train_batches_per_item = 1  # unless set below
+        if stage != "fit":
+            return
+        per_batch = self._steps_per_batch(speed.get("steps_per_batch", 1), groups)
         graph = bool(speed.get("cuda_graph")) and trainer.strategy.root_device.type == "cuda"
         grouped = per_batch > 1 and groups
-        if stage != "fit" or not (graph or grouped):
+        if not (graph or grouped):
             return
         if graph and trainer.world_size > 1:
             raise ValueError(
@@ -227,6 +236,31 @@ class TaskModule(L.LightningModule):
         self.automatic_optimization = False
         if graph:
             self.graphed = _PENDING
+
+    def _steps_per_batch(self, value: int | str, groups: bool) -> int:
+        """speed.steps_per_batch as a number; "auto" is AUTO_STEPS_PER_BATCH where grouping
+        changes nothing a user asked for, else 1."""
+        if value != "auto":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"speed.steps_per_batch must be auto or >= 1, got {value!r}")
+            return value
+        trainer = self.trainer
+        # Each of these counts Lightning batches, or needs one step per batch: grouping would
+        # change what it means, so it gets plain batches.
+        counted = (
+            trainer.limit_train_batches != 1.0
+            or not isinstance(trainer.limit_train_batches, float)
+            or trainer.val_check_interval != 1.0
+            or not isinstance(trainer.val_check_interval, float)
+            or trainer.overfit_batches
+            or trainer.fast_dev_run
+            or trainer.gradient_clip_val
+            or trainer.accumulate_grad_batches != 1
+            # DDP: grouped steps were checked by hand only (docs/speed.md), not by a test.
+            or trainer.world_size > 1
+        )
+        resident = groups and self.trainer.datamodule.is_resident(trainer.strategy.root_device)
+        return AUTO_STEPS_PER_BATCH if resident and not counted else 1
 
     def on_train_start(self) -> None:
         # The sanity-check validation before training must not count as a best value.

@@ -26,7 +26,12 @@ class PerceptronTask(BinaryTask):
         self.register_buffer("epoch_mistakes", torch.zeros((), dtype=torch.long), persistent=False)
 
     def setup(self, stage: str) -> None:
-        """The rule runs sample by sample in Python: speed.cuda_graph does not apply to it."""
+        """The rule runs sample by sample in Python: speed.cuda_graph and steps_per_batch do
+        not apply to it (one batch per training_step, even on a datamodule that a grouped fit
+        used before)."""
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "train_batches_per_item"):
+            datamodule.train_batches_per_item = 1
 
     def on_train_epoch_start(self) -> None:
         self.epoch_mistakes.zero_()
