@@ -3,7 +3,8 @@
 # accuracy with timing and memory, the CUDA tests, and a bf16-mixed speed=max figure. Logs go
 # to $OUT (default ./gpu_out); run folders to a temporary directory. Run from the repository
 # root: `bash benchmarks/gpu_check.sh`. Without CUDA it still runs, smaller (CUDA tests skip).
-# SPEEDS (default "default max") picks the training runs; BF16=0 skips the bf16 figure.
+# SPEEDS (default "default max") picks the training runs; BF16=0 skips the bf16 figure;
+# STEPS and EPOCHS override the benchmark's step options and the training runs' epochs.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -14,8 +15,8 @@ TIMEFORMAT="%R s"
 log() { echo "== $*" | tee -a "$OUT/$LOG"; }
 if [ "$($PY -c 'import torch; print(int(torch.cuda.is_available()))')" = 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/env.txt"
-  steps="--steps 200 --repeats 5 --warmup 30"
-  epochs=5
+  steps=${STEPS:-"--steps 200 --repeats 5 --warmup 30"}
+  epochs=${EPOCHS:-5}
 else
   steps="--steps 20 --repeats 2 --warmup 5 --batch-sizes 128 --nets mnist --threads 1"
   epochs=1
