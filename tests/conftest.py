@@ -48,10 +48,16 @@ def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
 
 def run_script(
-    script: str, *args: str, cwd: Path, timeout: float = 300, check: bool = True
+    script: str,
+    *args: str,
+    cwd: Path,
+    timeout: float = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Runs a root entry point (train.py, eval.py) in a fresh interpreter, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    """Runs a root entry point (train.py, eval.py) in a fresh interpreter, as a user would: no
+    stdin, so a prompt fails instead of waiting."""
+    env = env or {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,

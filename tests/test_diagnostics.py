@@ -127,7 +127,10 @@ class HookProbe(L.Callback):
 def test_hooks_exist_only_on_measuring_steps(make_cfg, tmp_path):
     diagnostics = LayerDiagnostics(every_n_steps=3, plots=False)
     probe = HookProbe(diagnostics)  # after diagnostics: sees the hooks it registered
-    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics, probe], steps=7)
+    # One optimizer step per Lightning batch, so the probe sees every step.
+    trainer, module, datamodule = fit(
+        make_cfg, tmp_path, [diagnostics, probe], "speed.steps_per_batch=1", steps=7
+    )
     trainer.fit(module, datamodule=datamodule)
     assert probe.hooks == [2, 0, 0, 2, 0, 0, 2]  # two hidden layers on steps 0, 3, 6
     assert sum(len(layer.activation._forward_hooks) for layer in diagnostics.layers[:2]) == 0
@@ -224,8 +227,8 @@ def test_bad_intervals_are_refused():
 
 
 def test_grouped_steps_are_measured_at_the_due_steps(make_cfg):
-    """speed=max on the CPU takes 8 optimizer steps per Lightning batch: measurements land on
-    the first batch reaching each due step, labelled with the step they saw (its last)."""
+    """speed=max on the CPU takes 8 optimizer steps per Lightning batch: the hooks stay on for
+    a batch holding a due step and record that step exactly."""
     cfg = make_cfg(
         "speed=max",
         "diagnostics=basic",
@@ -236,12 +239,11 @@ def test_grouped_steps_are_measured_at_the_due_steps(make_cfg):
     )
     train(cfg)
     folder = Path(cfg.paths.output_dir) / output.DIRNAME
-    # 20 steps in batches of 8, 8, 4 starting at steps 0, 8, 16: due at 0, then 10 (reached
-    # by the batch starting at 16); each batch's statistics are from its last step.
+    # 20 steps in batches of 8, 8, 4 starting at steps 0, 8, 16: due at 0 and 10.
     activations = read_csv(folder / "activations.csv")
-    assert sorted({int(r["step"]) for r in activations}) == [7, 19]
+    assert sorted({int(r["step"]) for r in activations}) == [0, 10]
     gradients = read_csv(folder / "gradients.csv")
-    assert sorted({int(r["step"]) for r in gradients}) == [7, 19]
+    assert sorted({int(r["step"]) for r in gradients}) == [0, 10]
     assert all(float(r["grad_norm"]) > 0 for r in gradients)
 
 
@@ -249,8 +251,9 @@ def test_a_graph_captured_step_is_not_hooked(make_cfg, tmp_path, caplog):
     """With speed.cuda_graph the module holds its captured step in `graphed`: hooks present at
     capture would be baked into every replay, so none are registered, and the log says why."""
     diagnostics = LayerDiagnostics(every_n_steps=1, plots=False)
-    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics])
-    module.graphed = object()  # as TaskModule.setup marks a step to capture
+    # A plain step that the module marks as captured, as TaskModule.setup does on a GPU.
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics], "speed.steps_per_batch=1")
+    module.graphed = object()
     with caplog.at_level("WARNING", logger="nnlab.callbacks.layers"):
         trainer.fit(module, datamodule=datamodule)
     assert not (tmp_path / output.DIRNAME / "activations.csv").exists()

@@ -19,7 +19,7 @@ from nnlab.callbacks import output
 from nnlab.tracking import EpochCSVLogger, flatten, run_identity
 from nnlab.train import train
 
-from .conftest import ROOT
+from .conftest import ROOT, run_script
 from .wandb_records import read_run
 
 CHOICES = {
@@ -56,17 +56,7 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 
 def run_train(*args: str, cwd: Path, env: dict[str, str], timeout: float = 240):
     """train.py in a fresh interpreter with no stdin: a prompt would fail or hang, not wait."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return run_script("train.py", *args, cwd=cwd, env=env, timeout=timeout)
 
 
 def offline_runs(folder: Path) -> list[Path]:

@@ -105,7 +105,8 @@ class LayerDiagnostics(Callback):
         self.histograms: list[dict[str, Any]] = []
         self._next_step = 0  # the next step due for a measurement
         self._next_histogram = 0
-        self._measuring: int | None = None  # the step the measured batch started at
+        self._measuring = False  # hooks are on for the current batch
+        self._recorded = False  # the current batch filed a measurement
         self._keep_values = False  # this measurement takes histograms too
         self._warned = False
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
@@ -124,25 +125,29 @@ class LayerDiagnostics(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        # The step can stay for several batches (gradient accumulation) or advance by several
-        # in one (speed.steps_per_batch): measure the first batch that reaches a due step.
-        if step < self._next_step or not self.layers or not trainer.is_global_zero:
+        # A batch may hold several optimizer steps (speed.steps_per_batch hands the step a list
+        # of batches). The hooks stay on for such a batch but record only on due steps, so
+        # measurements land on multiples of every_n_steps either way. A due step that passed
+        # unmeasured (resumed run, accumulation) moves to the first step seen.
+        steps = len(batch) if isinstance(batch, list) and isinstance(batch[0], list | tuple) else 1
+        self._next_step = max(self._next_step, step)
+        if self._next_step >= step + steps or not self.layers or not trainer.is_global_zero:
             return
         if getattr(pl_module, "graphed", None) is not None:
             # speed.cuda_graph: the step is (or is about to be) captured, and a replay runs no
             # Python hooks; hooks present at capture would be baked into every replay.
             self._warn_unmeasured(step)
             return
-        n, h = self.every_n_steps, self.histogram_every_n_steps
-        self._next_step = (step // n + 1) * n
-        self._keep_values = bool(h) and step >= self._next_histogram
-        if self._keep_values:
-            self._next_histogram = (step // h + 1) * h
-        self._measuring = step
+        self._plan_histograms()
+        self._measuring = True
         for layer in self.layers:
             if layer.activation is not None:
-                hook = self._activation_hook(layer, self._keep_values)
+                hook = self._activation_hook(trainer, layer)
                 self._hooks.append(layer.activation.register_forward_hook(hook))
+
+    def _plan_histograms(self) -> None:
+        h = self.histogram_every_n_steps
+        self._keep_values = bool(h) and self._next_step >= self._next_histogram
 
     def _warn_unmeasured(self, step: int) -> None:
         if not self._warned:
@@ -153,8 +158,10 @@ class LayerDiagnostics(Callback):
             )
             self._warned = True
 
-    def _activation_hook(self, layer: Layer, keep_values: bool):
+    def _activation_hook(self, trainer: Trainer, layer: Layer):
         def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+            if trainer.global_step != self._next_step:
+                return
             a = out.detach().flatten(1).float()
             dead = (
                 1.0 - (a > 0).any(dim=0).float().mean()
@@ -163,7 +170,7 @@ class LayerDiagnostics(Callback):
             )
             std = a.std() if a.numel() > 1 else torch.zeros((), device=a.device)
             self._act_stats[layer.name] = torch.stack([a.mean(), std, dead])
-            if keep_values:
+            if self._keep_values:
                 self._act_values[layer.name] = a.flatten()
 
         return hook
@@ -171,7 +178,8 @@ class LayerDiagnostics(Callback):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self._measuring is None:
+        step = trainer.global_step
+        if not self._measuring or step != self._next_step:
             return
         norms = []
         for layer in self.layers:
@@ -179,21 +187,27 @@ class LayerDiagnostics(Callback):
             grad = w.grad.norm() if w.grad is not None else torch.full((), math.nan)
             norms.append(torch.stack([grad.to(w.device), w.detach().norm()]))
         self._grad_stats = torch.stack(norms)
+        # The step's forward hooks and gradients are in: file them, then aim at the next one.
+        self._record(trainer, step)
+        self._recorded = True
+        n, h = self.every_n_steps, self.histogram_every_n_steps
+        if self._keep_values:
+            self._next_histogram = (step // h + 1) * h
+        self._next_step = (step // n + 1) * n
+        self._plan_histograms()
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._measuring is None:
+        if not self._measuring:
             return
-        start, self._measuring = self._measuring, None
+        self._measuring = False
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        if not self._act_stats and self._grad_stats is None:
-            self._warn_unmeasured(start)
-        # The statistics are those of the batch's last optimizer step (one per batch, unless
-        # speed.steps_per_batch groups several).
-        self._record(trainer, max(trainer.global_step - 1, start))
+        if not self._recorded:
+            self._warn_unmeasured(trainer.global_step)
+        self._recorded = False
 
     def _record(self, trainer: Trainer, step: int) -> None:
         """Moves the step's statistics to the host (the one sync), then files and logs them."""
