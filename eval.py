@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from nnlab import cli
 from nnlab.config import register_resolvers
 
 register_resolvers()
@@ -12,7 +13,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> dict[str, float]:
     from nnlab.evaluate import evaluate
 
-    return evaluate(cfg)
+    return cli.run(evaluate, cfg)
 
 
 if __name__ == "__main__":
