@@ -110,7 +110,7 @@ print(resolve_wandb_mode(None))  # no credentials anywhere
 os.environ["WANDB_MODE"] = "disabled"
 print(resolve_wandb_mode(None))  # WANDB_MODE wins
 del os.environ["WANDB_MODE"]
-# A key (never sent anywhere: wandb.login(verify=False) only reads it) means online.
+# A key (never sent anywhere: the check only reads it) means online.
 os.environ["WANDB_API_KEY"] = "a" * 40
 print(resolve_wandb_mode(None))
 print(resolve_wandb_mode("offline"))  # an explicit mode wins over credentials

@@ -108,8 +108,8 @@ def resolve_wandb_mode(requested: str | None) -> str:
     """The W&B mode to run in: `requested` if set, else WANDB_MODE if set, else online when
     wandb finds credentials (WANDB_API_KEY, ~/.netrc, settings files) and offline otherwise.
 
-    The credential check is wandb's own `wandb.login(prompt=False, verify=False)`: it reads the
-    same sources wandb.init would, never prompts and does not touch the network.
+    The credential check is wandb's own `wandb.login(prompt=False, verify=False)`, made silent:
+    it reads the same sources wandb.init would, never prompts and does not touch the network.
     """
     if requested is not None:
         if requested not in WANDB_MODES:
@@ -123,7 +123,17 @@ def resolve_wandb_mode(requested: str | None) -> str:
         return "offline" if env == "dryrun" else env
     import wandb
 
-    return "online" if wandb.login(prompt=False, verify=False) else "offline"
+    # Silent: a non-silent login greets the user by name, which it asks the server for (a
+    # network round trip, and a long wait where there is no network).
+    previous = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        return "online" if wandb.login(prompt=False, verify=False) else "offline"
+    finally:
+        if previous is None:
+            del os.environ["WANDB_SILENT"]
+        else:
+            os.environ["WANDB_SILENT"] = previous
 
 
 def _is_wandb(logger_cfg: Mapping[str, Any]) -> bool:
