@@ -48,13 +48,12 @@ def train(cfg: DictConfig) -> float | None:
     task = validate(cfg)
 
     from nnlab.run import instantiate_group, seed_everything, setup_console
+    from nnlab.speed import apply_speed
     from nnlab.tasks.base import metric_mode
     from nnlab.tracking import instantiate_loggers, log_config, tracking
 
     setup_console()
     seed_everything(cfg.get("seed"))
-    from nnlab.speed import apply_speed
-
     apply_speed(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("speed") and hasattr(datamodule, "resident"):
@@ -74,8 +73,7 @@ def train(cfg: DictConfig) -> float | None:
     with tracking(loggers):  # W&B runs end as finished, or failed if anything below raises
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         log_config(loggers, cfg)
-        value = fit_and_test(cfg, trainer, module, datamodule, task)
-    return value
+        return fit_and_test(cfg, trainer, module, datamodule, task)
 
 
 def fit_and_test(
