@@ -124,13 +124,9 @@ class TensorBatches:
         rank: int = 0,
         batches_per_item: int = 1,
     ) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-        if batch_size < 1 or batches_per_item < 1:
-            raise ValueError(
-                f"batch_size and batches_per_item must be >= 1, got {batch_size}, "
-                f"{batches_per_item}"
-            )
+        _check_split(x, y, batch_size)
+        if batches_per_item < 1:
+            raise ValueError(f"batches_per_item must be >= 1, got {batches_per_item}")
         self.x, self.y, self.batch_size, self.normalize = x, y, batch_size, normalize
         self.batches_per_item = batches_per_item
         self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
@@ -227,10 +223,7 @@ class HostBatches:
         pin_memory: bool = False,
         num_workers: int = 0,
     ) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_split(x, y, batch_size)
         self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
         self.batch_sampler = None
         self.batch_size = batch_size
@@ -249,3 +242,11 @@ class HostBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.loader)
+
+
+def _check_split(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+    """What both loaders need of a split and its batch size."""
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
