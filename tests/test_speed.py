@@ -315,6 +315,61 @@ def test_default_groups_keep_per_step_hooks_and_logged_steps(tmp_path):
     assert one_counts["backward"] == one_counts["before_step"] == one_counts["batch_end"]
 
 
+class NoOpBackwardHook(L.Callback):
+    """Implements a per-step hook (doing nothing), so Lightning's step wrappers must run."""
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        pass
+
+
+def fit_grouped(callbacks=(), **trainer_args) -> tuple[L.LightningModule, L.Trainer]:
+    """Fits 1 epoch of digits in groups of 8 manual steps; returns (module, trainer)."""
+    from hydra.utils import instantiate
+
+    L.seed_everything(0, verbose=False)
+    cfg = composed("data=digits")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup("fit")
+    module = build_module(cfg, data.spec)
+    args = {"max_epochs": 1, "logger": False, "enable_checkpointing": False}
+    trainer = L.Trainer(
+        accelerator="cpu",
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **{**args, **trainer_args},
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.train_batches_per_item == 8
+    return module, trainer
+
+
+@pytest.mark.parametrize(
+    ("trainer_args", "plain"),
+    [
+        ({}, True),
+        ({"callbacks": [CountHooks()]}, False),
+        ({"callbacks": [NoOpBackwardHook()]}, False),
+        ({"profiler": "simple"}, False),
+        ({"precision": "bf16-mixed"}, True),  # no gradient scaler: nothing to wrap
+    ],
+)
+def test_manual_steps_bypass_lightning_wrappers_only_when_no_hook_would_run(trainer_args, plain):
+    module, trainer = fit_grouped(**trainer_args)
+    assert module._plain_steps is plain
+    data = trainer.datamodule
+    steps_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
+    assert trainer.global_step == steps_per_epoch  # counted either way
+
+
+def test_bypassing_lightning_wrappers_changes_no_result():
+    plain, _ = fit_grouped()
+    wrapped, _ = fit_grouped(callbacks=[NoOpBackwardHook()])
+    assert plain._plain_steps and not wrapped._plain_steps
+    for (name, a), b in zip(plain.state_dict().items(), wrapped.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.parametrize(
     "trainer_args",
     [
