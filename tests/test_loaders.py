@@ -132,3 +132,28 @@ def test_batches_can_come_in_groups_for_several_steps_per_call():
     flat = [b for item in items for b in item]
     for (xa, ya), (xb, yb) in zip(flat, single, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_batches_already_on_the_device_skip_lightnings_transfer():
+    dm = Ramp(batch_size=16)
+    dm.setup()
+    cpu = torch.device("cpu")
+    batch = next(iter(dm.train_dataloader()))
+    assert dm.transfer_batch_to_device(batch, cpu, 0) is batch
+    dm.train_batches_per_item = 3
+    group = next(iter(dm.train_dataloader()))
+    assert len(group) == 3 and dm.transfer_batch_to_device(group, cpu, 0) is group
+    # Batches elsewhere still go through Lightning's transfer ("meta" stands in for a GPU).
+    moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)
+    assert all(t.device.type == "meta" for b in moved for t in b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_host_batches_are_moved_to_the_gpu_and_gpu_batches_are_not_touched():
+    dm = Ramp(batch_size=16, resident=False)
+    dm.setup()
+    gpu = torch.device("cuda", torch.cuda.current_device())
+    batch = next(iter(dm.train_dataloader()))
+    moved = dm.transfer_batch_to_device(batch, gpu, 0)
+    assert all(t.device == gpu for t in moved)
+    assert dm.transfer_batch_to_device(moved, gpu, 0) is moved

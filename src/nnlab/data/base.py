@@ -7,7 +7,7 @@ training split only, the `spec` the model is sized from, and the batch loaders.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -165,6 +165,17 @@ class ArrayDataModule(L.LightningDataModule):
         return HostBatches(
             x, y, size, normalize=self.normalizer, pin_memory=device.type == "cuda", **common
         )
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Lightning's hook moving each batch to the training device. A batch of resident data
+        (an (x, y) pair, or a list of them from a grouped loader: either way all on one device)
+        is there already; skipping Lightning's walk over it saves ~50 µs per grouped batch."""
+        first = batch[0][0] if isinstance(batch, list) else batch[0]
+        if first.device == device:
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> TensorBatches | HostBatches:
         return self._loader("train", train=True)
