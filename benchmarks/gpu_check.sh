@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-shot GPU check for the speed work: the benchmark, speed=default vs speed=max training to
-# accuracy with timing and memory, the CUDA tests, and a bf16-mixed speed=max figure. Logs go
+# One-shot GPU check for the speed work: the benchmark (and speed=max at batch 1024 checkpointing
+# every 10 epochs, to show what per-epoch checkpoints cost), speed=default vs speed=max training
+# to accuracy with timing and memory, the CUDA tests, and a bf16-mixed speed=max figure. Logs go
 # to $OUT (default ./gpu_out); run folders to a temporary directory. Run from the repository
 # root: `bash benchmarks/gpu_check.sh`. Without CUDA it still runs, smaller (CUDA tests skip).
 # SPEEDS (default "default max") picks the training runs; BF16=0 skips the bf16 figure;
@@ -29,6 +30,11 @@ log "benchmark: benchmarks/speed.py $steps"
 timeout 200 $PY benchmarks/speed.py $steps --json "$OUT/bench.json" 2>&1 \
   | grep -v -e "it/s" -e "Warning" -e "warn(" -e "litlogger" -e "available:" | tee -a "$OUT/$LOG"
 
+log "speed=max at batch 1024 with checkpoints every 10 epochs instead of every epoch"
+timeout 120 $PY benchmarks/speed.py $steps --batch-sizes 1024 --paths nnlab_max bare_graph \
+  --max-overrides +callbacks.model_checkpoint.every_n_epochs=10 2>&1 \
+  | grep -e "samples/s" -e "FAILED" -e "|" | tee -a "$OUT/$LOG"
+
 LOG=train.log
 log "training to accuracy: synthetic MNIST, 784-64-128-64-10 BatchNorm, Adam, batch 128, $epochs epochs"
 for speed in ${SPEEDS:-default max}; do
@@ -45,7 +51,7 @@ for i in 1 2 3; do { time $PY train.py --cfg job >/dev/null; } 2>&1 | tee -a "$O
 
 LOG=tests.log
 log "tests/test_speed.py"
-timeout 60 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
+timeout 120 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py tests/test_loaders.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
 
 [ "${BF16:-1}" = 1 ] || exit 0
 LOG=bench.log

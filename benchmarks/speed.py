@@ -12,7 +12,8 @@ Paths, each timed over the same training steps (after warm-up) and reported in s
 Data: synthetic MNIST-shaped uint8 images (data=synthetic_mnist), so it runs offline.
 Nets: `mnist` is 784-64-128-64-10 with BatchNorm; `default` is nnlab's default MLP (model=mlp).
 Optimizer: Adam(lr=1e-3) everywhere (optimizer=adam). Each figure is the median of --repeats
-blocks of --steps steps. Ratios are to `bare` (and to `bare_graph` for nnlab_max on CUDA).
+blocks of --steps steps (with --rounds N, the median of N such figures, the paths taking
+turns). Ratios are to `bare` (and to `bare_graph` for nnlab_max on CUDA).
 """
 
 from __future__ import annotations
@@ -247,6 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=200, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps first")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every path this many times, interleaved, and report the median round "
+        "(evens out a shared machine's load drifting from one path to the next)",
+    )
     parser.add_argument("--n-train", type=int, default=60_000)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -275,24 +283,30 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"device": name, "torch": torch.__version__, "runs": []}
     for net in args.nets:
         for batch_size in args.batch_sizes:
-            rates: dict[str, float] = {}
-            for path in paths:
-                torch.manual_seed(0)
-                # speed=max sets TF32 process-wide; every other path runs in true fp32.
-                torch.set_float32_matmul_precision("highest")
-                clock = Clock(device, args.warmup, args.steps, args.repeats)
-                try:
-                    RUNNERS[path](data, net, batch_size, device, clock)
-                    rates[path] = clock.rate(batch_size)
-                except Exception as e:  # report and go on: one failing path must not hide the rest
-                    # On a line of its own: a progress bar may have left the cursor mid-line.
-                    print(f"\n  {path}: FAILED: {type(e).__name__}: {e}", flush=True)
-                gc.collect()
-                if path in rates:
-                    print(
-                        f"  {net} b={batch_size} {path}: {rates[path]:,.0f} samples/s", flush=True
-                    )
-            results["runs"].append({"net": net, "batch_size": batch_size, "rates": rates})
+            rounds: dict[str, list[float]] = {}
+            for round_ in range(args.rounds):
+                for path in paths:
+                    torch.manual_seed(0)
+                    # speed=max sets TF32 process-wide; every other path runs in true fp32.
+                    torch.set_float32_matmul_precision("highest")
+                    clock = Clock(device, args.warmup, args.steps, args.repeats)
+                    try:
+                        RUNNERS[path](data, net, batch_size, device, clock)
+                        rate = clock.rate(batch_size)
+                    except Exception as e:
+                        # Report and go on: one failing path must not hide the rest. On a line
+                        # of its own: a progress bar may have left the cursor mid-line.
+                        print(f"\n  {path}: FAILED: {type(e).__name__}: {e}", flush=True)
+                        continue
+                    finally:
+                        gc.collect()
+                    rounds.setdefault(path, []).append(rate)
+                    tag = f" (round {round_ + 1})" if args.rounds > 1 else ""
+                    print(f"  {net} b={batch_size} {path}{tag}: {rate:,.0f} samples/s", flush=True)
+            rates = {path: statistics.median(r) for path, r in rounds.items()}
+            results["runs"].append(
+                {"net": net, "batch_size": batch_size, "rates": rates, "rounds": rounds}
+            )
     print_table(results["runs"], device)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,0 +1,29 @@
+"""The speed benchmark runs end to end on the CPU and reports every path it times."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+@pytest.mark.slow
+def test_speed_benchmark_times_every_cpu_path_in_interleaved_rounds(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("speed_benchmark", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "speed.json"
+    args = "--device cpu --n-train 3000 --steps 5 --repeats 2 --warmup 3 --rounds 2"
+    bench.main([*args.split(), "--nets", "default", "--batch-sizes", "64", "--json", str(out)])
+    (run,) = json.loads(out.read_text())["runs"]
+    paths = {"nnlab", "nnlab_max", "bare", "dataloader"}  # bare_graph needs CUDA
+    assert set(run["rates"]) == set(run["rounds"]) == paths
+    for path in paths:
+        assert len(run["rounds"][path]) == 2 and all(r > 0 for r in run["rounds"][path])
+        assert min(run["rounds"][path]) <= run["rates"][path] <= max(run["rounds"][path])
+    table = capsys.readouterr().out
+    assert "| default | 64 |" in table and "nnlab/bare" in table
