@@ -226,3 +226,17 @@ def test_sgd_learning_rate_too_small_right_too_big(make_cfg):
     too_small, right, too_big = final_mse(0.001), final_mse(0.3), final_mse(2.5)
     assert right < 0.05 < too_small  # slow: still far from the noise floor (0.01)
     assert not too_big < too_small  # diverges (inf or nan) instead of converging
+
+
+def test_last_checkpoint_holds_the_latest_epoch_and_best_the_best(make_cfg):
+    # Maximizing val/loss makes the first epoch the best one (the loss falls as training goes).
+    cfg = make_cfg(
+        "trainer.max_epochs=3", "optimized_metric=val/loss", "optimized_mode=max", *QUIET
+    )
+    train(cfg)
+    results = read_results(cfg)
+    best = torch.load(results["ckpt_path"], weights_only=False)
+    last = torch.load(results["last_ckpt_path"], weights_only=False)
+    assert Path(results["last_ckpt_path"]).name == "last.ckpt"
+    assert (best["epoch"], last["epoch"]) == (0, 2)
+    assert last["global_step"] == 3 * best["global_step"]

@@ -87,6 +87,8 @@ def fit_and_test(
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # Read before validate/test: loading a checkpoint restores the callbacks' state saved in it.
+    last = last_checkpoint(trainer)
     ckpt = best or None  # no checkpoint (callbacks=none, fast_dev_run): the last weights
     val_metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt)[0])
     test_metrics = {}
@@ -105,7 +107,7 @@ def fit_and_test(
         "best_val_during_fit": fit_metrics.get(f"{module.monitor}_best"),
         "epochs": trainer.current_epoch,
         "ckpt_path": best or None,
-        "last_ckpt_path": getattr(trainer.checkpoint_callback, "last_model_path", None) or None,
+        "last_ckpt_path": last,
         "output_dir": cfg.paths.output_dir,
         "choices": hydra_choices(),
         "seed": cfg.get("seed"),
@@ -116,3 +118,13 @@ def fit_and_test(
         print_metrics(f"{task}: best checkpoint", {**val_metrics, **test_metrics})
         log.info("results: %s", path)
     return value
+
+
+def last_checkpoint(trainer: L.Trainer) -> str | None:
+    """The latest epoch's checkpoint: the file of a checkpoint callback that monitors nothing
+    (configs/callbacks/default.yaml's last_checkpoint), else a `save_last` file."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is None and callback.best_model_path:
+            return callback.best_model_path
+    paths = [callback.last_model_path for callback in trainer.checkpoint_callbacks]
+    return next((path for path in paths if path), None)
