@@ -125,6 +125,7 @@ def test_speed_group_is_in_the_composed_config_with_every_key_documented():
         "optimizer_impl": "fused",
         "matmul_precision": "high",
         "gpu_precision": None,
+        "write_checkpoints_every_s": 60,
         "sanity_val_steps": 0,
     }
     assert cfg.trainer.num_sanity_val_steps == 0
@@ -485,3 +486,15 @@ def test_grouped_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(
         strict=True,
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_frozen_heap_hides_live_objects_from_the_collector_until_exit():
+    import gc
+
+    from nnlab.speed import frozen_heap
+
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), frozen_heap():
+        assert gc.get_freeze_count() > 1000  # everything imported so far
+        raise RuntimeError
+    assert gc.get_freeze_count() == 0  # unfrozen even when the block raises

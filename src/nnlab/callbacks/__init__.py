@@ -1,5 +1,6 @@
-"""Diagnostics callbacks (the `diagnostics` config group): per-layer statistics during training
-and prediction diagnostics on the validation split, as CSV/PNG files and logger panels."""
+"""Callbacks: diagnostics (the `diagnostics` config group: per-layer statistics during training
+and prediction diagnostics on the validation split, as CSV/PNG files and logger panels) and
+checkpointing that writes files in batches (nnlab.callbacks.checkpoint)."""
 
 from nnlab.callbacks.layers import LayerDiagnostics, find_layers
 from nnlab.callbacks.predictions import PredictionDiagnostics
