@@ -106,7 +106,7 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
     from hydra.utils import instantiate
 
     from nnlab.run import instantiate_group
-    from nnlab.speed import apply_speed
+    from nnlab.speed import apply_speed, frozen_heap
     from nnlab.train import build_module
 
     class Timer(L.Callback):
@@ -132,7 +132,8 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
         trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_model_summary=False
         )
-        trainer.fit(module, datamodule=data)
+        with frozen_heap():  # as train.py fits
+            trainer.fit(module, datamodule=data)
 
 
 def bare_net(net: str, data, device: torch.device) -> torch.nn.Module:

@@ -82,8 +82,10 @@ def fit_and_test(
     """Fits, validates and tests the best checkpoint, writes results.json; returns the value of
     `optimized_metric`."""
     from nnlab.run import hydra_choices, print_metrics, scalar_metrics, write_results
+    from nnlab.speed import frozen_heap
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with frozen_heap():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
