@@ -6,7 +6,8 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 ARGS ?=
-PYTEST_ARGS ?=
+# One pytest worker per core (pytest-xdist): most tests wait on subprocesses or small fits.
+PYTEST_ARGS ?= -n auto
 
 .PHONY: setup train test lint
 
