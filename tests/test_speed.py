@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nnlab.config import register_resolvers
+from nnlab.config import ConfigError, register_resolvers
 from nnlab.speed import apply_speed
 from nnlab.tasks.graphed import _restore, _snapshot, optimizer_options
 from nnlab.train import build_module
@@ -391,7 +391,10 @@ def test_auto_steps_per_batch_is_one_where_trainer_options_count_batches(tmp_pat
 
 
 def test_steps_per_batch_must_be_auto_or_positive():
-    cfg = composed("data=digits", "speed.steps_per_batch=0")
+    with pytest.raises(ConfigError, match=r"speed\.steps_per_batch must be auto or an int >= 1"):
+        composed("data=digits", "speed.steps_per_batch=0")
+    cfg = composed("data=digits")
+    cfg.speed.steps_per_batch = 0  # past the config check, the module refuses it too
     with pytest.raises(ValueError, match="steps_per_batch must be auto or >= 1, got 0"):
         fit(cfg, "cpu", max_epochs=1)
 

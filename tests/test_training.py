@@ -112,6 +112,13 @@ def test_default_loss_follows_the_task(make_cfg):
         (("data.batch_size=0",), "batch_size must be a positive int or 'full'"),
         (("activation.name=swish",), "unknown activation 'swish'; valid: identity"),
         (("init.name=orthogonal",), "unknown init 'orthogonal'; valid: default, zeros"),
+        (("speed.resident=sometimes",), "speed.resident must be one of auto, True, False"),
+        (("speed.optimizer_impl=fast",), "speed.optimizer_impl must be one of null, fused"),
+        (("speed.matmul_precision=low",), "speed.matmul_precision must be one of highest"),
+        (("speed.steps_per_batch=0",), "speed.steps_per_batch must be auto or an int >= 1"),
+        (("speed.cuda_graph=maybe",), "speed.cuda_graph must be true or false"),
+        (("speed.write_checkpoints_every_s=-1",), "write_checkpoints_every_s must be a number"),
+        (("speed.sanity_val_steps=-2",), "speed.sanity_val_steps must be null, -1"),
     ],
 )
 def test_invalid_combinations_fail_before_any_data_is_loaded(

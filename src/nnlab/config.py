@@ -23,6 +23,40 @@ class ConfigError(ValueError):
     """A composed config asks for something that cannot work."""
 
 
+# The valid values of the speed group's keys that take one of a few (configs/speed).
+SPEED_CHOICES: dict[str, tuple[Any, ...]] = {
+    "resident": ("auto", True, False),
+    "optimizer_impl": (None, "fused", "foreach"),
+    "matmul_precision": ("highest", "high", "medium"),
+}
+
+
+def check_speed(speed: DictConfig | dict[str, Any]) -> None:
+    """Raises ConfigError naming a speed key whose value cannot work, and what is valid."""
+
+    def fail(key: str, valid: str) -> None:
+        raise ConfigError(f"speed.{key} must be {valid}, got {speed.get(key)!r}")
+
+    for key, choices in SPEED_CHOICES.items():
+        if key in speed and speed[key] not in choices:
+            fail(key, "one of " + ", ".join("null" if c is None else str(c) for c in choices))
+    steps = speed.get("steps_per_batch", "auto")
+    if steps != "auto" and not (_is_int(steps) and steps >= 1):
+        fail("steps_per_batch", "auto or an int >= 1")
+    if not isinstance(speed.get("cuda_graph", False), bool):
+        fail("cuda_graph", "true or false")
+    seconds = speed.get("write_checkpoints_every_s", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        fail("write_checkpoints_every_s", "a number of seconds >= 0")
+    sanity = speed.get("sanity_val_steps")
+    if sanity is not None and not (_is_int(sanity) and sanity >= -1):
+        fail("sanity_val_steps", "null, -1 (all) or an int >= 0")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _choice(cfg: DictConfig, group: str, fallback: str) -> str:
     """The option name a user picked for `group` (for messages), when Hydra knows it."""
     try:
@@ -73,6 +107,8 @@ def validate(cfg: DictConfig) -> str:
         check_config(OmegaConf.to_container(cfg.init, resolve=True))
     except ValueError as e:
         raise ConfigError(f"{e} (data={data_name} is a {task} task)") from None
+    if cfg.get("speed"):
+        check_speed(cfg.speed)
     batch_size = cfg.data.get("batch_size")
     if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
         raise ConfigError(f"data.batch_size must be a positive int or 'full', got {batch_size!r}")

@@ -18,8 +18,9 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, open_dict
 
+from nnlab.config import check_speed
+
 log = logging.getLogger(__name__)
-MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def uses_gpu(trainer_cfg: DictConfig) -> bool:
@@ -34,13 +35,8 @@ def apply_speed(cfg: DictConfig) -> None:
     speed = cfg.get("speed")
     if not speed:
         return
-    precision = speed.get("matmul_precision", "highest")
-    if precision not in MATMUL_PRECISIONS:
-        raise ValueError(
-            f"speed.matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, "
-            f"got {precision!r}"
-        )
-    torch.set_float32_matmul_precision(precision)
+    check_speed(speed)
+    torch.set_float32_matmul_precision(speed.get("matmul_precision", "highest"))
     with open_dict(cfg):
         if speed.get("sanity_val_steps") is not None:
             cfg.trainer.num_sanity_val_steps = int(speed.sanity_val_steps)
