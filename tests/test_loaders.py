@@ -146,6 +146,9 @@ def test_batches_already_on_the_device_skip_lightnings_transfer():
     # Batches elsewhere still go through Lightning's transfer ("meta" stands in for a GPU).
     moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)
     assert all(t.device.type == "meta" for b in moved for t in b)
+    # So does any other batch structure a subclass's loader may yield.
+    as_dict = dm.transfer_batch_to_device({"x": batch[0]}, torch.device("meta"), 0)
+    assert as_dict["x"].device.type == "meta"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

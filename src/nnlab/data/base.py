@@ -169,11 +169,14 @@ class ArrayDataModule(L.LightningDataModule):
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
-        """Lightning's hook moving each batch to the training device. A batch of resident data
-        (an (x, y) pair, or a list of them from a grouped loader: either way all on one device)
-        is there already; skipping Lightning's walk over it saves ~50 µs per grouped batch."""
-        first = batch[0][0] if isinstance(batch, list) else batch[0]
-        if first.device == device:
+        """Lightning's hook moving each batch to the training device. A batch of this class's
+        loaders (an (x, y) pair, or a list of them from a grouped loader) has all its tensors on
+        one device: if its first tensor is on `device`, all are, and skipping Lightning's walk
+        over it saves ~50 µs per grouped batch. Anything else goes to Lightning."""
+        first = batch
+        while isinstance(first, list | tuple) and first:
+            first = first[0]
+        if isinstance(first, torch.Tensor) and first.device == device:
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
