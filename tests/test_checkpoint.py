@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nnlab.callbacks.checkpoint import BufferedCheckpoint
 
+from .fitting import quiet_trainer
+
 
 class Regressor(L.LightningModule):
     """A linear regression whose validation loss is logged as val/loss."""
@@ -65,13 +67,7 @@ def fit(folder: Path, write_every_s: float, extra=(), epochs: int = 4, **checkpo
         BufferedCheckpoint(dirpath=folder, write_every_s=write_every_s, filename="last"),
         *extra,
     ]
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=True)
     trainer.fit(Regressor(), loader(), loader())
     return trainer
 

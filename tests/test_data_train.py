@@ -22,6 +22,7 @@ from nnlab.tasks import MulticlassTask
 
 from . import http_fixtures
 from .data_formats import digest, idx_gz, shared
+from .fitting import quiet_trainer
 from .http_fixtures import FileServer
 
 pytestmark = pytest.mark.slow
@@ -125,14 +126,7 @@ def test_mlp_on_real_mnist_reaches_90_percent(tmp_path: Path) -> None:
         loss={"name": "auto"},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
     )
-    trainer = L.Trainer(
-        max_epochs=6,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=6, accelerator="cpu", default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
     val = trainer.validate(module, datamodule=dm, verbose=False)[0]
     assert val["val/acc"] >= 0.90

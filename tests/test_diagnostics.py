@@ -10,14 +10,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 from PIL import Image
 
 from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics, find_layers, output
 from nnlab.nn.activations import Maxout
 from nnlab.nn.networks import MLP, Perceptron
 from nnlab.run import instantiate_group
-from nnlab.train import build_module, train
+from nnlab.train import train
+
+from .fitting import data_and_module, quiet_trainer
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -45,19 +46,9 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def fit(make_cfg, tmp_path: Path, callbacks: list, *overrides: str, steps: int = 4):
     """Fits the configured module for `steps` optimizer steps with these callbacks only."""
-    cfg = make_cfg(*overrides)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.setup("fit")
-    module = build_module(cfg, datamodule.spec)
-    trainer = L.Trainer(
-        max_steps=steps,
-        limit_val_batches=1,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+    datamodule, module = data_and_module(make_cfg(*overrides))
+    trainer = quiet_trainer(
+        max_steps=steps, limit_val_batches=1, callbacks=callbacks, default_root_dir=tmp_path
     )
     return trainer, module, datamodule
 

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from nnlab.config import ConfigError, register_resolvers
 from nnlab.speed import apply_speed
 from nnlab.tasks.graphed import _restore, _snapshot, optimizer_options
-from nnlab.train import build_module
+
+from .fitting import data_and_module, quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -87,20 +88,12 @@ def composed(*overrides: str):
 
 
 def fit(cfg, accelerator: str, max_epochs: int = 3) -> dict[str, float]:
-    from hydra.utils import instantiate
-
     L.seed_everything(0, verbose=False)
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
-    module = build_module(cfg, data.spec)
-    trainer = L.Trainer(
+    data, module = data_and_module(cfg)
+    trainer = quiet_trainer(
         accelerator=accelerator,
         devices=1,
         max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=cfg.trainer.get("num_sanity_val_steps", 2),
     )
     trainer.fit(module, datamodule=data)
@@ -204,21 +197,13 @@ def test_graph_replay_and_ragged_eager_step_match_eager_training_exactly():
 
 @cuda
 def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps():
-    from hydra.utils import instantiate
-
     cfg = composed("data=digits", "speed=max", "speed.steps_per_batch=8")
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
-    module = build_module(cfg, data.spec)
+    data, module = data_and_module(cfg)
     batches_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="gpu",
         devices=1,
         max_steps=batches_per_epoch + 3,  # stops inside a group of 8 in the second epoch
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 8
@@ -227,22 +212,9 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
 
 
 def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run():
-    cfg = composed("data=digits", "speed.steps_per_batch=1")
-    from hydra.utils import instantiate
-
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
+    data, module = data_and_module(composed("data=digits", "speed.steps_per_batch=1"))
     data.train_batches_per_item = 8  # as a speed=max fit on a GPU leaves it
-    module = build_module(cfg, data.spec)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 1
     assert trainer.global_step == len(data.train_dataloader())
@@ -277,23 +249,13 @@ def fit_logged(tmp_path: Path, *overrides: str, **trainer_args) -> tuple:
     """Fits 2 epochs with a CSV logger and a hook counter: (trainer, counts, logged steps)."""
     import csv
 
-    from hydra.utils import instantiate
     from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(0, verbose=False)
-    cfg = composed("data=digits", *overrides)
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
-    module = build_module(cfg, data.spec)
+    data, module = data_and_module(composed("data=digits", *overrides))
     counter = CountHooks()
-    args = {"max_epochs": 2, "enable_checkpointing": False, "enable_progress_bar": False}
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=CSVLogger(tmp_path),
-        callbacks=[counter],
-        enable_model_summary=False,
-        **{**args, **trainer_args},
-    )
+    args = {"accelerator": "cpu", "max_epochs": 2, "callbacks": [counter]}
+    trainer = quiet_trainer(**args, logger=CSVLogger(tmp_path), **trainer_args)
     trainer.fit(module, datamodule=data)
     steps = []
     if trainer.logger.log_dir is not None:  # fast_dev_run replaces loggers by a dummy
@@ -325,21 +287,10 @@ class NoOpBackwardHook(L.Callback):
 
 def fit_grouped(callbacks=(), **trainer_args) -> tuple[L.LightningModule, L.Trainer]:
     """Fits 1 epoch of digits in groups of 8 manual steps; returns (module, trainer)."""
-    from hydra.utils import instantiate
-
     L.seed_everything(0, verbose=False)
-    cfg = composed("data=digits")
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
-    module = build_module(cfg, data.spec)
-    args = {"max_epochs": 1, "logger": False, "enable_checkpointing": False}
-    trainer = L.Trainer(
-        accelerator="cpu",
-        callbacks=list(callbacks),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **{**args, **trainer_args},
-    )
+    data, module = data_and_module(composed("data=digits"))
+    args = {"accelerator": "cpu", "max_epochs": 1, "callbacks": list(callbacks)}
+    trainer = quiet_trainer(**{**args, **trainer_args})
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 8
     return module, trainer
@@ -400,20 +351,8 @@ def test_steps_per_batch_must_be_auto_or_positive():
 
 
 def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
-    from hydra.utils import instantiate
-
-    cfg = composed("data=digits", "speed.steps_per_batch=8")
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
-    module = build_module(cfg, data.spec)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=21,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    data, module = data_and_module(composed("data=digits", "speed.steps_per_batch=8"))
+    trainer = quiet_trainer(accelerator="cpu", max_steps=21)
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 8 and not module.automatic_optimization
     assert trainer.global_step == 21
@@ -421,14 +360,10 @@ def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
 
 @pytest.mark.parametrize("steps_per_batch", ["auto", "1"])
 def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_batch):
-    from hydra.utils import instantiate
-
     from nnlab.speed import StepProgressBar
 
     cfg = composed("data=digits", f"speed.steps_per_batch={steps_per_batch}")
-    data = instantiate(cfg.data, _convert_="all")
-    data.setup("fit")
-    module = build_module(cfg, data.spec)
+    data, module = data_and_module(cfg)
     bar = StepProgressBar(refresh_rate=5)
     shown = []
 
@@ -436,13 +371,11 @@ def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_bat
         def on_train_batch_end(self, trainer, *args) -> None:
             shown.append((bar.train_progress_bar.n, bar.train_progress_bar.total))
 
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         max_epochs=2,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
+        enable_progress_bar=True,  # the bar under test
         callbacks=[bar, Record()],
     )
     trainer.fit(module, datamodule=data)
@@ -456,24 +389,17 @@ def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_bat
 
 
 def test_grouped_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
-    from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     def run(max_epochs: int, ckpt_path: str | None = None, save: bool = False) -> L.Trainer:
         L.seed_everything(0, verbose=False)
-        cfg = composed("data=digits")
-        data = instantiate(cfg.data, _convert_="all")
-        data.setup("fit")
-        module = build_module(cfg, data.spec)
+        data, module = data_and_module(composed("data=digits"))
         callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True)] if save else []
-        trainer = L.Trainer(
+        trainer = quiet_trainer(
             accelerator="cpu",
             max_epochs=max_epochs,
-            logger=False,
             enable_checkpointing=save,
             callbacks=callbacks,
-            enable_progress_bar=False,
-            enable_model_summary=False,
         )
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         assert data.train_batches_per_item == 8
