@@ -198,3 +198,9 @@ def test_perceptron_rule_matches_the_lecture():
     # sample 2: score 3 − 2 + 1 = 2 > 0 → ŷ = 1, y − ŷ = −1 → w = (−2, 3), b = 0
     assert torch.equal(dw, torch.tensor([[-2.0, 3.0]])) and torch.equal(db, torch.tensor([0.0]))
     assert mistakes.item() == 2
+
+
+@pytest.mark.parametrize("sizes", [[0], [4, -1], [2.5], [True]])
+def test_mlp_refuses_hidden_sizes_that_are_not_positive_ints(sizes):
+    with pytest.raises(ValueError, match=r"model.hidden_sizes must be ints >= 1"):
+        MLP(3, 2, hidden_sizes=sizes)

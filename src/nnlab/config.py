@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +18,9 @@ def register_resolvers() -> None:
     run_id = secrets.token_hex(3)
     OmegaConf.register_new_resolver("nnlab.run_id", lambda: run_id, replace=True)
     OmegaConf.register_new_resolver("nnlab.cwd", os.getcwd, replace=True)
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -80,13 +84,45 @@ def data_task(data_cfg: DictConfig | dict[str, Any]) -> str:
     return task
 
 
-def validate(cfg: DictConfig) -> str:
-    """Checks that data, model and loss can work together; returns the data's task.
+# ckpt_path values that Trainer.fit resolves itself.
+LIGHTNING_CKPT_NAMES = ("last", "hpc", "registry")
+# Seeds Lightning (and numpy) accept: unsigned 32-bit.
+MAX_SEED = 2**32 - 1
 
-    Runs before anything is loaded or built, so a bad combination costs no time.
+
+def resolve_seed(seed: Any) -> tuple[int, bool]:
+    """The run's seed and whether it was drawn: `seed` itself, or for null a fresh random one.
+
+    DDP processes that Lightning starts inherit the first process's seed through
+    PL_GLOBAL_SEED (set by seeding, as Lightning does), so all ranks split the data alike.
+    """
+    if seed is not None:
+        if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an int in [0, {MAX_SEED}] or null, got {seed!r}")
+        return seed, False
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP process other than the first
+        inherited = os.environ.get("PL_GLOBAL_SEED")
+        if inherited is None:
+            raise ConfigError(
+                "seed=null draws a seed per run, but this process was started by a launcher "
+                "(torchrun, SLURM) without the first process's seed: set seed=<int>"
+            )
+        return int(inherited), True
+    return secrets.randbelow(MAX_SEED + 1), True
+
+
+def validate(cfg: DictConfig) -> str:
+    """Checks that data, model, loss, optimizer and trainer can work together; returns the
+    data's task.
+
+    Runs before anything is loaded, so a bad combination or option costs no time: besides the
+    combinations, every key of the data, model and trainer configs is checked against the
+    constructor it goes to, and the model, optimizer and scheduler are built once on
+    placeholders (sizes 1, no memory) so that their own checks run now.
     """
     from hydra.utils import get_class
 
+    from nnlab.arguments import check_arguments
     from nnlab.nn.activations import split_config
     from nnlab.nn.init import check_config
     from nnlab.nn.losses import resolve_name
@@ -112,4 +148,52 @@ def validate(cfg: DictConfig) -> str:
     batch_size = cfg.data.get("batch_size")
     if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
         raise ConfigError(f"data.batch_size must be a positive int or 'full', got {batch_size!r}")
+    check_arguments(cfg.data, "data")
+    check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
+    check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
+    check_buildable(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    # Lightning's own names ("last", ...) and remote URLs are Lightning's to resolve.
+    local = ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in str(ckpt_path)
+    if ckpt_path and local and not os.path.isfile(ckpt_path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     return task
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Builds the model on the "meta" device with placeholder sizes, and the optimizer and
+    scheduler on one placeholder parameter, so that what their constructors refuse (a hidden
+    size of 0, a negative learning rate, an unknown option) is reported before data loads.
+    Only their ValueErrors and TypeErrors count: anything else (say, a model that reads a
+    tensor's value while it is built, which "meta" cannot do) is left to the real build."""
+    import torch
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from nnlab.arguments import check_arguments
+
+    def build(group: str, make: Callable[[], T]) -> T | None:
+        try:
+            return make()
+        except (InstantiationException, TypeError, ValueError) as e:
+            cause = e.__cause__ if isinstance(e, InstantiationException) else e
+            if not isinstance(cause, TypeError | ValueError):
+                return None
+            target = str(cfg[group].get("_target_"))
+            raise ConfigError(f"{group}={_choice(cfg, group, target)}: {cause}") from None
+
+    def model() -> Any:
+        with torch.device("meta"):
+            return instantiate(cfg.model, in_features=1, out_features=1, _convert_="all")
+
+    build("model", model)
+    if not cfg.get("optimizer"):
+        return
+    check_arguments(cfg.optimizer, "optimizer", passed_in=("params",))
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = build(
+        "optimizer", lambda: instantiate(cfg.optimizer, _convert_="all")(params=[param])
+    )
+    if cfg.get("scheduler") and optimizer is not None:
+        check_arguments(cfg.scheduler, "scheduler", passed_in=("optimizer",))
+        build("scheduler", lambda: instantiate(cfg.scheduler, _convert_="all")(optimizer=optimizer))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nnlab.config import validate
+from nnlab.config import resolve_seed, validate
 
 if TYPE_CHECKING:
     import lightning as L
@@ -45,6 +45,9 @@ def build_module(cfg: DictConfig, spec: Any):
 
 def train(cfg: DictConfig) -> float | None:
     """Fits and tests one run; returns the value of `optimized_metric` for sweepers."""
+    seed, drawn = resolve_seed(cfg.get("seed"))
+    with open_dict(cfg):
+        cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
     task = validate(cfg)
 
     from nnlab.run import instantiate_group, seed_everything, setup_console
@@ -53,7 +56,9 @@ def train(cfg: DictConfig) -> float | None:
     from nnlab.tracking import instantiate_loggers, log_config, tracking
 
     setup_console()
-    seed_everything(cfg.get("seed"))
+    if drawn:
+        log.info("seed=null: this run drew seed=%d (pass seed=%d to repeat it)", seed, seed)
+    seed_everything(seed)
     apply_speed(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("speed") and hasattr(datamodule, "resident"):

@@ -24,7 +24,8 @@ def _second_moment(
     density_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """E[f(z)²] for z ~ N(0, 1), by the trapezoid rule on [−12, 12]."""
-    z = torch.linspace(-12.0, 12.0, 200_001, dtype=torch.float64)
+    # On the CPU whatever the default device (networks are also built on "meta" to check them).
+    z = torch.linspace(-12.0, 12.0, 200_001, dtype=torch.float64, device="cpu")
     density = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
     if density_weight is not None:
         density = density * density_weight(z)

@@ -36,6 +36,8 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         act_name, act_options = split_config(activation)
+        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden_sizes):
+            raise ValueError(f"model.hidden_sizes must be ints >= 1, got {list(hidden_sizes)}")
         if norm is not None and norm not in NORMS:
             raise ValueError(f"model.norm must be null or one of {', '.join(NORMS)}, got {norm!r}")
         if not 0.0 <= dropout < 1.0:

@@ -1,0 +1,95 @@
+"""Config checks that run before any data loads: keys and value types against the constructor a
+config goes to (nnlab.arguments), and the run's seed (nnlab.config.resolve_seed)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from omegaconf import OmegaConf
+
+from nnlab.arguments import check_arguments
+from nnlab.config import MAX_SEED, ConfigError, resolve_seed
+
+
+class Base:
+    def __init__(self, size: int, rate: float = 0.1, mode: Literal["a", "b"] | None = None):
+        pass
+
+
+class Child(Base):
+    def __init__(self, sizes: list[int] = (), name: str = "x", **kwargs) -> None:
+        super().__init__(**kwargs)
+
+
+class Open:
+    def __init__(self, flag: bool = False, **kwargs) -> None:
+        pass
+
+
+def check(cls: type, **values) -> None:
+    cfg = OmegaConf.create({"_target_": f"{__name__}.{cls.__qualname__}", **values})
+    check_arguments(cfg, "group", passed_in=("size",))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"sizes": [1, 2], "name": "y", "rate": 1, "mode": "b"},  # an int is a float
+        {"rate": 0.5, "mode": None},
+        {},
+    ],
+)
+def test_fitting_values_pass(values):
+    check(Child, **values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"sizes": [1, "2"]}, "group.sizes must be a list of int, got [1, '2']"),
+        ({"sizes": 3}, "group.sizes must be a list of int, got 3"),
+        ({"rate": "fast"}, "group.rate must be float, got 'fast'"),
+        ({"rate": True}, "group.rate must be float, got True"),  # a bool is no number here
+        ({"mode": "c"}, "group.mode must be one of 'a', 'b' or null, got 'c'"),
+        # Keys of a parent's constructor are found through **kwargs.
+        ({"rat": 1.0}, "group.rat is not an option of .*; did you mean group.rate\\? valid: "),
+        # What the code passes in is not a config key.
+        ({"size": 3}, "group.size is not an option of .*valid: sizes, name, rate, mode$"),
+    ],
+)
+def test_wrong_keys_and_types_are_named_with_what_is_valid(values, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check(Child, **values)
+
+
+def test_keys_taken_by_an_open_ended_constructor_are_not_judged():
+    check(Open, flag=True, anything=1)
+    with pytest.raises(ConfigError, match="group.flag must be bool"):
+        check(Open, flag="yes")
+
+
+def test_seed_is_kept_or_drawn(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_seed(0) == (0, False)
+    assert resolve_seed(MAX_SEED) == (MAX_SEED, False)
+    seed, drawn = resolve_seed(None)
+    assert drawn and 0 <= seed <= MAX_SEED
+    for bad in (-1, MAX_SEED + 1, 1.5, True, "7"):
+        with pytest.raises(ConfigError, match="seed must be an int in"):
+            resolve_seed(bad)
+
+
+def test_ddp_processes_share_the_first_process_seed(monkeypatch):
+    # Lightning starts ranks > 0 with LOCAL_RANK set and the first process's PL_GLOBAL_SEED.
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
+    assert resolve_seed(None) == (1234, True)
+    # Started by another launcher, without it: no way to agree on a seed.
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    with pytest.raises(ConfigError, match="set seed=<int>"):
+        resolve_seed(None)
+    # The first process (LOCAL_RANK 0, e.g. after an earlier DDP job) draws a fresh one.
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
+    assert resolve_seed(None)[1] and len({resolve_seed(None)[0] for _ in range(4)}) > 1
