@@ -65,7 +65,7 @@ def test_wrong_keys_and_types_are_named_with_what_is_valid(values, message):
 
 def test_keys_taken_by_an_open_ended_constructor_are_not_judged():
     check(Open, flag=True, anything=1)
-    with pytest.raises(ConfigError, match="group.flag must be bool"):
+    with pytest.raises(ConfigError, match=r"group\.flag must be bool"):
         check(Open, flag="yes")
 
 

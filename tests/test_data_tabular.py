@@ -14,7 +14,7 @@ import torch
 
 from nnlab.config import ConfigError
 from nnlab.data import tabular
-from nnlab.data.download import MIRROR_ENV
+from nnlab.data.download import MIRROR_ENV, DataUnavailableError
 from nnlab.data.spec import DataSpec, TargetScale
 from nnlab.data.tabular import (
     AmesHousePricesDataModule,
@@ -66,6 +66,82 @@ def test_california_statlib_archive(
     dollars = dm.spec.target_scale.to_original(all_targets(dm))
     assert np.allclose(np.sort(dollars.numpy()), np.sort(rows[:, 8]), rtol=1e-4)
     assert file_server.requests["figshare/5976036"] == 1
+
+
+HOUSING_CSV_HEADER = "longitude,latitude,housing_median_age,total_rooms,total_bedrooms,"
+HOUSING_CSV_HEADER += "population,households,median_income,median_house_value,ocean_proximity"
+
+
+def test_california_from_a_local_archive_or_hands_on_ml_csv_gives_the_same_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing may be downloaded
+    rows = california_rows(300)
+    archive = tmp_path / "cal_housing.tgz"
+    archive.write_bytes(statlib_tgz(rows))
+    csv = tmp_path / "housing.csv"
+    lines = [",".join(f"{v:.6f}" for v in row) + ",NEAR BAY" for row in rows]
+    csv.write_text("\n".join([HOUSING_CSV_HEADER, *lines]) + "\n")
+    modules = []
+    for path in (archive, csv):
+        dm = CaliforniaHousingDataModule(data_dir=tmp_path / "cache", path=str(path), seed=1)
+        dm.prepare_data()
+        dm.setup()
+        modules.append(dm)
+    a, b = modules
+    assert a.feature_names == b.feature_names == SKLEARN_FEATURES  # ocean_proximity not used
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.splits[split][0], b.splits[split][0])
+        assert torch.equal(a.splits[split][1], b.splits[split][1])
+    assert not (tmp_path / "cache" / "california_housing" / "cal_housing.tgz").exists()
+
+
+def test_real_hands_on_ml_housing_csv_as_california_housing(tmp_path: Path) -> None:
+    path = shared("california_housing/housing.csv")
+    columns = tabular.read_housing_csv(path)
+    assert columns.shape == (20640, 9)
+    assert int(np.isnan(columns[:, 4]).sum()) == 207  # blank total_bedrooms (PROVENANCE.md)
+    assert columns[:, 8].mean() == pytest.approx(206855.82, abs=0.01)
+    dm = CaliforniaHousingDataModule(data_dir=tmp_path, path=str(path), seed=0)
+    dm.prepare_data()
+    dm.setup()
+    # scikit-learn's eight features, and a flag for the imputed bedrooms.
+    assert dm.feature_names == [*SKLEARN_FEATURES, "missing_AveBedrms"]
+    assert dm.spec.input_shape == (9,)
+    assert not any(torch.isnan(x).any() for x, _ in dm.splits.values())
+    dollars = dm.spec.target_scale.to_original(all_targets(dm)).numpy()
+    assert dollars.max() == pytest.approx(500001, rel=1e-6)
+
+
+def test_a_local_copy_that_is_missing_or_not_the_table_is_named(tmp_path: Path) -> None:
+    dm = CaliforniaHousingDataModule(data_dir=tmp_path, path=str(tmp_path / "nope.csv"))
+    with pytest.raises(ConfigError, match=r"data\.path=.*nope\.csv: no such file"):
+        dm.prepare_data()
+    other = tmp_path / "other.csv"
+    other.write_text("a,median_income\n1,2\n")
+    dm = CaliforniaHousingDataModule(data_dir=tmp_path, path=str(other))
+    with pytest.raises(ConfigError, match=r"not the Hands-On ML housing\.csv: no column longitude"):
+        dm.setup()
+
+
+def test_a_failed_download_points_to_data_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # the discard port: refused
+    dm = CaliforniaHousingDataModule(data_dir=tmp_path, progress=False)
+    with pytest.raises(DataUnavailableError, match=r"housing.csv\): data.path=<file>"):
+        dm.prepare_data()
+
+
+def test_ames_from_a_local_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing may be downloaded
+    path = shared("ames_house_prices/train.csv")
+    dm = AmesHousePricesDataModule(data_dir=tmp_path, path=str(path), progress=False)
+    dm.prepare_data()
+    dm.setup()
+    assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 993, "val": 175, "test": 292}
+    prices = dm.spec.target_scale.to_original(all_targets(dm)).numpy()
+    assert prices.mean() == pytest.approx(180921.20, rel=1e-6)
 
 
 def test_ames_real_file_over_mirror(

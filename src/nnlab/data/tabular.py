@@ -20,7 +20,7 @@ import torch
 
 from nnlab.config import ConfigError
 from nnlab.data.base import ArrayDataModule, Split, _split
-from nnlab.data.download import Remote, fetch
+from nnlab.data.download import DataUnavailableError, Remote, fetch
 from nnlab.data.remote import RemoteDataModule
 from nnlab.data.spec import TargetScale
 
@@ -294,9 +294,27 @@ AMES_TRAIN = Remote(
 )
 
 
+def fetch_unless_given(module: Any, remote: Remote, copies: str) -> None:
+    """Downloads `remote` into the module's folder, unless `module.path` names a local copy (which
+    must exist); a failed download also says that a copy (`copies`) can be given instead."""
+    if module.path is not None:
+        if not module.path.is_file():
+            raise ConfigError(f"data.path={module.path}: no such file")
+        return
+    try:
+        fetch([remote], module.folder, module.name, module.progress)
+    except DataUnavailableError as e:
+        hint = f"Or read a copy you have ({copies}): data.path=<file>"
+        raise DataUnavailableError(f"{e}\n{hint}") from None
+
+
 class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
     """The 1,460 sold houses of Kaggle's Ames house-price competition (its train.csv, as the d2l
-    book hosts it): 79 features, 43 of them text, predicting SalePrice in dollars."""
+    book hosts it): 79 features, 43 of them text, predicting SalePrice in dollars.
+
+    path: a copy of that file you already have (Kaggle's own train.csv is the same file), read
+    instead of the download.
+    """
 
     def __init__(
         self,
@@ -305,8 +323,10 @@ class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
         drop: Sequence[str] = ("Id",),
         categorical: Sequence[str] = ("MSSubClass",),
         log_target: bool = True,
+        path: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
+        self.path = Path(path) if path else None
         super().__init__(
             name=name,
             target=target,
@@ -317,13 +337,13 @@ class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
         )
 
     def describe_source(self) -> str:
-        return str(self.folder / AMES_TRAIN.name)
+        return str(self.path or self.folder / AMES_TRAIN.name)
 
     def prepare_files(self) -> None:
-        fetch([AMES_TRAIN], self.folder, self.name, self.progress)
+        fetch_unless_given(self, AMES_TRAIN, "Kaggle's train.csv of the competition")
 
     def read_table(self) -> tuple[list[str], list[Row]]:
-        return read_csv(self.folder / AMES_TRAIN.name)
+        return read_csv(self.path or self.folder / AMES_TRAIN.name)
 
 
 # -- California housing (StatLib, as scikit-learn fetches it) ----------------------------------
@@ -338,6 +358,29 @@ CAL_HOUSING_COLUMNS = (
     "longitude", "latitude", "housingMedianAge", "totalRooms", "totalBedrooms",
     "population", "households", "medianIncome", "medianHouseValue",
 )  # fmt: skip
+
+
+# Hands-On ML's housing.csv: the same columns, snake_case, plus ocean_proximity.
+HOUSING_CSV_COLUMNS = (
+    "longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
+    "population", "households", "median_income", "median_house_value",
+)  # fmt: skip
+
+
+def read_housing_csv(path: str | Path) -> np.ndarray:
+    """Géron's housing.csv as cal_housing.data's (n, 9) float array, NaN where blank."""
+    header, rows = read_csv(path)
+    missing = [c for c in HOUSING_CSV_COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(
+            f"data.path={path} is not the Hands-On ML housing.csv: no column "
+            f"{', '.join(missing)} (it has {', '.join(header)}); a cal_housing.tgz also works"
+        )
+    index = [header.index(c) for c in HOUSING_CSV_COLUMNS]
+    try:
+        return np.array([[_as_float(row[i]) for i in index] for row in rows], dtype=np.float64)
+    except ValueError as e:
+        raise ConfigError(f"data.path={path}: a non-numeric cell ({e})") from None
 
 
 def read_cal_housing(path: str | Path) -> np.ndarray:
@@ -358,25 +401,34 @@ def read_cal_housing(path: str | Path) -> np.ndarray:
 class CaliforniaHousingDataModule(RemoteDataModule, TabularDataModule):
     """California districts of the 1990 census (20,640, StatLib): scikit-learn's eight features
     (MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude)
-    predicting the median house value in dollars."""
+    predicting the median house value in dollars.
+
+    path: a copy you already have, read instead of the download: StatLib's cal_housing.tgz,
+    or the housing.csv of Géron's Hands-On Machine Learning (the same districts and nine
+    columns under other names, 207 totalBedrooms blank: imputed, with a missing_AveBedrms
+    feature; its added ocean_proximity column is not used, so the features stay scikit-learn's).
+    """
 
     def __init__(
-        self, name: str = "california_housing", target: str = "MedHouseVal", **kwargs: Any
+        self,
+        name: str = "california_housing",
+        target: str = "MedHouseVal",
+        path: str | Path | None = None,
+        **kwargs: Any,
     ) -> None:
+        self.path = Path(path) if path else None
         super().__init__(name=name, target=target, **kwargs)
 
     def describe_source(self) -> str:
-        return str(self.folder / CAL_HOUSING.name)
+        return str(self.path or self.folder / CAL_HOUSING.name)
 
     def prepare_files(self) -> None:
-        fetch([CAL_HOUSING], self.folder, self.name, self.progress)
+        fetch_unless_given(self, CAL_HOUSING, "cal_housing.tgz, or Hands-On ML's housing.csv")
 
     def read_table(self) -> tuple[list[str], list[Row]]:
-        d = dict(
-            zip(
-                CAL_HOUSING_COLUMNS, read_cal_housing(self.folder / CAL_HOUSING.name).T, strict=True
-            )
-        )
+        path = self.path or self.folder / CAL_HOUSING.name
+        columns = read_housing_csv(path) if path.suffix == ".csv" else read_cal_housing(path)
+        d = dict(zip(CAL_HOUSING_COLUMNS, columns.T, strict=True))
         households = d["households"]
         table = {
             "MedInc": d["medianIncome"],
