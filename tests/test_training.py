@@ -133,6 +133,11 @@ def test_default_loss_follows_the_task(make_cfg):
         (("+optimizer.foo=1",), "optimizer.foo is not an option of torch.optim.Adam"),
         (("scheduler=step", "scheduler.gamma=abc"), "scheduler.gamma must be float, got 'abc'"),
         (("ckpt_path=/no/such.ckpt",), "ckpt_path=/no/such.ckpt: no such file"),
+        pytest.param(
+            ("trainer=gpu",),
+            "trainer.accelerator=gpu, but torch",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
     ],
 )
 def test_invalid_combinations_fail_before_any_data_is_loaded(

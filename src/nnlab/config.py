@@ -151,6 +151,7 @@ def validate(cfg: DictConfig) -> str:
     check_arguments(cfg.data, "data")
     check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
     check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
+    check_accelerator(cfg.trainer.get("accelerator"))
     check_buildable(cfg)
     ckpt_path = cfg.get("ckpt_path")
     # Lightning's own names ("last", ...) and remote URLs are Lightning's to resolve.
@@ -158,6 +159,22 @@ def validate(cfg: DictConfig) -> str:
     if ckpt_path and local and not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     return task
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """Refuses a GPU accelerator where torch sees no CUDA GPU, saying why that may be (a CPU
+    build of torch is the usual reason)."""
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    raise ConfigError(
+        f"trainer.accelerator={accelerator}, but torch {torch.__version__} ({build}) sees no "
+        "CUDA GPU here; use trainer=cpu, or trainer=default to take a GPU when there is one"
+    )
 
 
 def check_buildable(cfg: DictConfig) -> None:
