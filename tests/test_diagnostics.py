@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics, find_layers, output
+from nnlab.evaluate import load_module
 from nnlab.nn.activations import Maxout
 from nnlab.nn.networks import MLP, Perceptron
 from nnlab.run import instantiate_group
@@ -176,6 +177,54 @@ def test_confusion_matrix_and_mistakes_match_the_model(make_cfg, tmp_path):
     assert png_size(folder / "confusion_matrix.png") == inches(7.5, 6.5)  # 10 classes
     rows_of_8 = -(-len(mistakes) // 8)
     assert png_size(folder / "misclassified.png") == inches(1.6 * 8, 1.8 * rows_of_8 + 0.4)
+
+
+def test_final_predictions_describe_the_best_checkpoint(make_cfg):
+    # Maximizing val/loss makes epoch 0 the best of three: its weights differ from the last.
+    cfg = make_cfg(
+        "trainer.max_epochs=3", "optimized_metric=val/loss", "optimized_mode=max", "logger=none"
+    )
+    train(cfg)
+    folder = Path(cfg.paths.output_dir) / output.DIRNAME
+    datamodule, _ = data_and_module(cfg)
+    x, y = val_split(datamodule)
+    names = list(datamodule.spec.class_names)
+    rows = read_csv(folder / "confusion_matrix.csv")
+    assert [r["epoch"] for r in rows] == ["0"] * len(names)  # the best epoch, not the last (2)
+    final = torch.tensor([[int(r[n]) for n in names] for r in rows])
+    best_ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    with torch.no_grad():
+        best = load_module(best_ckpt).eval().predict(x)
+        last = load_module(best_ckpt.with_name("last.ckpt")).eval().predict(x)
+    assert final.trace().item() == (best == y).sum().item() != (last == y).sum().item()
+    assert final.tolist() == [
+        [int(((y == t) & (best == p)).sum()) for p in range(len(names))] for t in range(len(names))
+    ]
+
+
+def test_regression_predictions_are_in_the_targets_own_units(make_cfg, tmp_path):
+    # Prices in dollars, trained on as standardized logs: the CSV shows dollars again.
+    lines = ["area,price"] + [f"{a},{1000 * a + 50_000}" for a in range(40, 240)]
+    (tmp_path / "houses.csv").write_text("\n".join(lines) + "\n")
+    cfg = make_cfg(
+        "data=house_prices_csv",
+        f"data.path={tmp_path / 'houses.csv'}",
+        "data.target=price",
+        "data.log_target=true",
+        "trainer.max_epochs=2",
+        "logger=none",
+    )
+    train(cfg)
+    datamodule, _ = data_and_module(cfg)
+    _, y = val_split(datamodule)
+    rows = read_csv(Path(cfg.paths.output_dir) / output.DIRNAME / "predictions.csv")
+    actual = torch.tensor([float(r["actual"]) for r in rows], dtype=torch.float64)
+    expected = datamodule.spec.target_scale.to_original(y.double().reshape(-1))
+    torch.testing.assert_close(actual, expected)
+    assert actual.min() > 89_000 and all(float(r["predicted"]) > 0 for r in rows)
+    for r in rows:
+        residual = float(r["predicted"]) - float(r["actual"])
+        assert float(r["residual"]) == pytest.approx(residual, rel=1e-6, abs=1e-6)
 
 
 def test_regression_scatter_and_residuals(make_cfg, tmp_path):

@@ -2,13 +2,17 @@
 mistakes (classification), or predicted-vs-actual and residuals (regression).
 
 Computed from the outside, in eval mode under no_grad, by running the model over the
-datamodule's validation loader: every `every_n_epochs` validation epochs (CSV snapshots) and once
-when fitting ends (CSV, PNG, and the loggers), so no training step pays for it.
+datamodule's validation loader: every `every_n_epochs` validation epochs (CSV snapshots of the
+weights of the moment) and once when fitting ends (CSV, PNG, and the loggers) with the weights of
+the best checkpoint, the model that train.py tests, so no training step pays for it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +72,27 @@ def as_images(x: torch.Tensor) -> np.ndarray | None:
     return images[..., 0] if images.shape[-1] == 1 else images
 
 
+@contextmanager
+def best_weights(trainer: Trainer, pl_module: LightningModule) -> Iterator[tuple[int, str]]:
+    """Loads the best checkpoint's weights into `pl_module` for the block (copied in place, so
+    a captured CUDA graph's tensors stay where they are) and puts the last weights back after;
+    yields (the epoch the weights are from, a description of them). Without a best checkpoint on
+    disk (callbacks=none), the block sees the last weights."""
+    callback = trainer.checkpoint_callback
+    path = Path(callback.best_model_path) if callback and callback.best_model_path else None
+    if path is None or not path.is_file():
+        yield trainer.current_epoch, "last weights"
+        return
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    last = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+    pl_module.load_state_dict(checkpoint["state_dict"])
+    try:
+        epoch = checkpoint["epoch"]
+        yield epoch, f"best checkpoint (epoch {epoch})"
+    finally:
+        pl_module.load_state_dict(last)
+
+
 class PredictionDiagnostics(Callback):
     """Confusion matrix and misclassified examples, or regression scatter and residuals.
 
@@ -79,8 +104,10 @@ class PredictionDiagnostics(Callback):
         plots: render PNGs into <run dir>/diagnostics/ when fitting ends.
 
     Classification writes confusion_matrix.csv/.png and misclassified.csv/.png; regression
-    writes predictions.csv, pred_vs_actual.png and residuals.png. All describe the model as it
-    is when fitting ends (the last weights), on the validation split.
+    writes predictions.csv, pred_vs_actual.png and residuals.png, on the validation split, in
+    the target's own units where the data standardized or logged it (dollars for house prices). The
+    files written when fitting ends describe the best checkpoint (its epoch in the CSV rows and
+    the titles), or the last weights where no checkpoint was kept.
     """
 
     def __init__(
@@ -107,19 +134,31 @@ class PredictionDiagnostics(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # fast_dev_run is a smoke test: like Lightning's loggers, diagnostics stay quiet.
         if trainer.is_global_zero and not trainer.fast_dev_run:
-            self._evaluate(trainer, pl_module, final=True)
+            with best_weights(trainer, pl_module) as (epoch, which):
+                self._evaluate(trainer, pl_module, final=True, epoch=epoch, which=which)
 
-    def _evaluate(self, trainer: Trainer, pl_module: LightningModule, final: bool) -> None:
+    def _evaluate(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        final: bool,
+        epoch: int | None = None,
+        which: str = "",
+    ) -> None:
         datamodule = trainer.datamodule
         if datamodule is None:
             log.warning("prediction diagnostics need a datamodule; skipped")
             return
         x, y, out = predict_split(pl_module, datamodule.val_dataloader())
         spec = pl_module.spec
+        epoch = trainer.current_epoch if epoch is None else epoch
         if spec.task == "regression":
-            self._regression(trainer, y, out, final)
+            scale = spec.target_scale
+            if scale is not None:  # back to the target's own units (dollars, not z-scores)
+                y, out = scale.to_original(y.double()), scale.to_original(out.double())
+            self._regression(trainer, y, out, final, epoch, which)
         else:
-            self._classification(trainer, spec, x, y, out, final)
+            self._classification(trainer, spec, x, y, out, final, epoch, which)
 
     def _classification(
         self,
@@ -129,11 +168,13 @@ class PredictionDiagnostics(Callback):
         y: torch.Tensor,
         out: torch.Tensor,
         final: bool,
+        epoch: int,
+        which: str,
     ) -> None:
         names = list(spec.class_names) or ["0", "1"]
         predicted, confidence = classify(out, spec.task)
         matrix = confusion_matrix(y, predicted, len(names))
-        folder, epoch, step = output.output_dir(trainer), trainer.current_epoch, trainer.global_step
+        folder, step = output.output_dir(trainer), trainer.global_step
         fields = ["epoch", "true", *names]
         output.write_csv(
             folder / "confusion_matrix.csv",
@@ -159,7 +200,7 @@ class PredictionDiagnostics(Callback):
         accuracy = float(np.trace(matrix) / max(matrix.sum(), 1))
         images = {}
         if self.plots:
-            title = f"Validation confusion matrix (accuracy {accuracy:.3f})"
+            title = f"Confusion matrix on validation, {which}: accuracy {accuracy:.3f}"
             fig = output.confusion_plot(matrix, names, title)
             images["confusion_matrix"] = output.save_figure(fig, folder / "confusion_matrix.png")
         pictures = as_images(x[wrong]) if len(wrong) else None
@@ -185,11 +226,17 @@ class PredictionDiagnostics(Callback):
                 logger.log_table("diagnostics/misclassified", columns, data, step=step)
 
     def _regression(
-        self, trainer: Trainer, y: torch.Tensor, out: torch.Tensor, final: bool
+        self,
+        trainer: Trainer,
+        y: torch.Tensor,
+        out: torch.Tensor,
+        final: bool,
+        epoch: int,
+        which: str,
     ) -> None:
         actual = y.reshape(len(y), -1).numpy()
         predicted = out.reshape(len(out), -1).numpy()
-        folder, epoch, step = output.output_dir(trainer), trainer.current_epoch, trainer.global_step
+        folder, step = output.output_dir(trainer), trainer.global_step
         k = actual.shape[1]
         fields = ["epoch", "index", "target", "actual", "predicted", "residual"]
         output.write_csv(
@@ -215,10 +262,10 @@ class PredictionDiagnostics(Callback):
             fig = output.scatter_plot(
                 actual.ravel(),
                 predicted.ravel(),
-                f"Validation: predicted vs actual (RMSE {rmse:.3g})",
+                f"Predicted vs actual on validation\n{which}: RMSE {rmse:.3g}",
             )
             images["pred_vs_actual"] = output.save_figure(fig, folder / "pred_vs_actual.png")
-            fig = output.residual_plot(residuals, "Validation residuals")
+            fig = output.residual_plot(residuals, f"Residuals on validation\n{which}")
             images["residuals"] = output.save_figure(fig, folder / "residuals.png")
         output.log_images(trainer, {f"diagnostics/{k}": v for k, v in images.items()}, step)
         for logger in output.wandb_loggers(trainer):
