@@ -5,7 +5,9 @@ training split only, log targets, metrics in dollars, and the errors for bad col
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,9 @@ from nnlab.data.tabular import (
     CaliforniaHousingDataModule,
     HousePricesCSVDataModule,
 )
+from nnlab.evaluate import evaluate
 from nnlab.tasks import RegressionTask
+from nnlab.train import train
 
 from . import http_fixtures
 from .data_formats import california_rows, digest, shared, statlib_tgz
@@ -93,7 +97,7 @@ def test_california_from_a_local_archive_or_hands_on_ml_csv_gives_the_same_data(
     for split in ("train", "val", "test"):
         assert torch.equal(a.splits[split][0], b.splits[split][0])
         assert torch.equal(a.splits[split][1], b.splits[split][1])
-    assert not (tmp_path / "cache" / "california_housing" / "cal_housing.tgz").exists()
+    assert not (tmp_path / "cache").exists()  # the data folder was not touched
 
 
 def test_real_hands_on_ml_housing_csv_as_california_housing(tmp_path: Path) -> None:
@@ -142,6 +146,31 @@ def test_ames_from_a_local_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 993, "val": 175, "test": 292}
     prices = dm.spec.target_scale.to_original(all_targets(dm)).numpy()
     assert prices.mean() == pytest.approx(180921.20, rel=1e-6)
+
+
+def test_eval_reads_the_data_where_this_machine_keeps_it(
+    file_server: FileServer, make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "ames_house_prices/kaggle_house_pred_train.csv"
+    file_server.add(name, shared("ames_house_prices/train.csv"))
+    monkeypatch.setenv(MIRROR_ENV, file_server.base_url)
+    quiet = ("logger=none", "diagnostics=none")
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
+    cfg = make_cfg(
+        "data=ames_house_prices", f"paths.data_dir={elsewhere}", "trainer.max_epochs=1", *quiet
+    )
+    train(cfg)
+    results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    # Another machine: the checkpoint's absolute data_dir does not exist there.
+    shutil.move(elsewhere, here)
+    eval_cfg = make_cfg(
+        f"ckpt_path={results['ckpt_path']}",
+        f"paths.data_dir={here}",
+        "logger=none",
+        config_name="eval",
+    )
+    assert evaluate(eval_cfg) == pytest.approx(results["test"], rel=1e-5)
+    assert file_server.requests[name] == 1
 
 
 def test_ames_real_file_over_mirror(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from nnlab.run import (
 from nnlab.tasks.base import TaskModule, module_class_path
 from nnlab.tracking import instantiate_loggers, log_config, tracking
 
+log = logging.getLogger(__name__)
+
 
 def load_module(ckpt_path: str | Path) -> TaskModule:
     """The task module stored in a checkpoint written by train.py, on the CPU."""
@@ -32,12 +35,25 @@ def load_module(ckpt_path: str | Path) -> TaskModule:
     return cls.load_from_checkpoint(path, map_location="cpu")
 
 
+def with_local_data_dir(data_cfg: dict[str, Any], data_dir: str) -> dict[str, Any]:
+    """The checkpoint's data config, its data folder replaced by this machine's
+    `paths.data_dir` when the recorded one does not exist here (a checkpoint trained elsewhere
+    records that machine's absolute path)."""
+    recorded = data_cfg.get("data_dir")
+    if recorded is None or Path(recorded).is_dir():
+        return data_cfg
+    log.info("data_dir %s of the checkpoint is not on this machine: using %s", recorded, data_dir)
+    return {**data_cfg, "data_dir": data_dir}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     setup_console()
     module = load_module(cfg.ckpt_path)
     data_cfg: Any = cfg.get("data") or module.hparams.data
     if not data_cfg:
         raise ValueError("the checkpoint records no data config; pass one with data=<option>")
+    if not cfg.get("data"):
+        data_cfg = with_local_data_dir(data_cfg, cfg.paths.data_dir)
     seed_everything(cfg.get("seed"))
     datamodule = instantiate(OmegaConf.create(data_cfg), _convert_="all")
     datamodule.prepare_data()

@@ -13,7 +13,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -294,27 +294,55 @@ AMES_TRAIN = Remote(
 )
 
 
-def fetch_unless_given(module: Any, remote: Remote, copies: str) -> None:
-    """Downloads `remote` into the module's folder, unless `module.path` names a local copy (which
-    must exist); a failed download also says that a copy (`copies`) can be given instead."""
-    if module.path is not None:
-        if not module.path.is_file():
-            raise ConfigError(f"data.path={module.path}: no such file")
-        return
-    try:
-        fetch([remote], module.folder, module.name, module.progress)
-    except DataUnavailableError as e:
-        hint = f"Or read a copy you have ({copies}): data.path=<file>"
-        raise DataUnavailableError(f"{e}\n{hint}") from None
+class DownloadedTable(RemoteDataModule, TabularDataModule):
+    """A table downloaded as one file, or read from a copy the user has (`path`): then nothing
+    is downloaded and the data folder is not touched.
+
+    path: a local copy of the file (or another format the subclass reads), not checksummed.
+    """
+
+    # What a user may have instead of the download, for the error message of a failed one.
+    copies: ClassVar[str]
+
+    def __init__(self, path: str | Path | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path) if path else None
+
+    def remote(self) -> Remote:
+        """The file to download."""
+        raise NotImplementedError
+
+    @property
+    def source(self) -> Path:
+        """The file the table is read from."""
+        return self.path or self.folder / self.remote().name
+
+    def describe_source(self) -> str:
+        return str(self.source)
+
+    def prepare_data(self) -> None:
+        if self.path is None:
+            super().prepare_data()
+        elif not self.path.is_file():
+            raise ConfigError(f"data.path={self.path}: no such file")
+
+    def prepare_files(self) -> None:
+        try:
+            fetch([self.remote()], self.folder, self.name, self.progress)
+        except DataUnavailableError as e:
+            hint = f"Or read a copy you have ({self.copies}): data.path=<file>"
+            raise DataUnavailableError(f"{e}\n{hint}") from None
 
 
-class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
+class AmesHousePricesDataModule(DownloadedTable):
     """The 1,460 sold houses of Kaggle's Ames house-price competition (its train.csv, as the d2l
     book hosts it): 79 features, 43 of them text, predicting SalePrice in dollars.
 
     path: a copy of that file you already have (Kaggle's own train.csv is the same file), read
     instead of the download.
     """
+
+    copies = "Kaggle's train.csv of the competition"
 
     def __init__(
         self,
@@ -323,10 +351,8 @@ class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
         drop: Sequence[str] = ("Id",),
         categorical: Sequence[str] = ("MSSubClass",),
         log_target: bool = True,
-        path: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
-        self.path = Path(path) if path else None
         super().__init__(
             name=name,
             target=target,
@@ -336,14 +362,11 @@ class AmesHousePricesDataModule(RemoteDataModule, TabularDataModule):
             **kwargs,
         )
 
-    def describe_source(self) -> str:
-        return str(self.path or self.folder / AMES_TRAIN.name)
-
-    def prepare_files(self) -> None:
-        fetch_unless_given(self, AMES_TRAIN, "Kaggle's train.csv of the competition")
+    def remote(self) -> Remote:
+        return AMES_TRAIN
 
     def read_table(self) -> tuple[list[str], list[Row]]:
-        return read_csv(self.path or self.folder / AMES_TRAIN.name)
+        return read_csv(self.source)
 
 
 # -- California housing (StatLib, as scikit-learn fetches it) ----------------------------------
@@ -398,7 +421,7 @@ def read_cal_housing(path: str | Path) -> np.ndarray:
     return data
 
 
-class CaliforniaHousingDataModule(RemoteDataModule, TabularDataModule):
+class CaliforniaHousingDataModule(DownloadedTable):
     """California districts of the 1990 census (20,640, StatLib): scikit-learn's eight features
     (MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude)
     predicting the median house value in dollars.
@@ -409,24 +432,18 @@ class CaliforniaHousingDataModule(RemoteDataModule, TabularDataModule):
     feature; its added ocean_proximity column is not used, so the features stay scikit-learn's).
     """
 
+    copies = "cal_housing.tgz, or Hands-On ML's housing.csv"
+
     def __init__(
-        self,
-        name: str = "california_housing",
-        target: str = "MedHouseVal",
-        path: str | Path | None = None,
-        **kwargs: Any,
+        self, name: str = "california_housing", target: str = "MedHouseVal", **kwargs: Any
     ) -> None:
-        self.path = Path(path) if path else None
         super().__init__(name=name, target=target, **kwargs)
 
-    def describe_source(self) -> str:
-        return str(self.path or self.folder / CAL_HOUSING.name)
-
-    def prepare_files(self) -> None:
-        fetch_unless_given(self, CAL_HOUSING, "cal_housing.tgz, or Hands-On ML's housing.csv")
+    def remote(self) -> Remote:
+        return CAL_HOUSING
 
     def read_table(self) -> tuple[list[str], list[Row]]:
-        path = self.path or self.folder / CAL_HOUSING.name
+        path = self.source
         columns = read_housing_csv(path) if path.suffix == ".csv" else read_cal_housing(path)
         d = dict(zip(CAL_HOUSING_COLUMNS, columns.T, strict=True))
         households = d["households"]
