@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,22 @@ def test_default_training_reaches_95_percent_on_digits(tmp_path):
     results = json.loads((only_run_dir(tmp_path / "logs") / "results.json").read_text())
     assert results["choices"]["data"] == "digits" and results["choices"]["model"] == "mlp"
     assert results["test"]["test/acc"] >= 0.95
+
+
+@pytest.mark.slow
+def test_seed_null_is_drawn_once_and_shared_by_ddp_ranks(tmp_path):
+    """Two real DDP processes (gloo on CPU): the second, started by Lightning, uses the seed the
+    first drew, so both split and shuffle the data alike."""
+    args = (
+        "trainer=ddp_cpu",
+        "seed=null",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "diagnostics=none",
+    )
+    run_script("train.py", *args, cwd=tmp_path)
+    run = only_run_dir(tmp_path / "logs")
+    logs = "".join(log.read_text() for log in run.glob("*.log"))  # train_ddp_process_1.log too
+    drawn = re.findall(r"this run drew seed=(\d+)", logs)
+    results = json.loads((run / "results.json").read_text())
+    assert len(drawn) == 2 and {int(s) for s in drawn} == {results["seed"]}
