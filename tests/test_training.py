@@ -12,7 +12,7 @@ import torch
 
 from nnlab.config import ConfigError
 from nnlab.data.base import ArrayDataModule
-from nnlab.evaluate import load_module
+from nnlab.evaluate import evaluate, load_module
 from nnlab.train import train
 
 QUIET = ("logger=none",)
@@ -220,6 +220,18 @@ def test_checkpoint_reloads_to_identical_predictions(make_cfg):
         hits = [(reloaded.predict(x) == y).float() for x, y in data.test_dataloader()]
     acc = torch.cat(hits).mean().item()
     assert acc == pytest.approx(results["test"]["test/acc"], abs=1e-6)
+
+
+def test_eval_takes_another_data_config_and_refuses_one_that_does_not_fit(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=1", *QUIET)
+    train(cfg)
+    results = read_results(cfg)
+    ckpt = f"ckpt_path={results['ckpt_path']}"
+    # data=digits given explicitly: its ${seed} is eval.yaml's, the split the same as in training.
+    metrics = evaluate(make_cfg(ckpt, "data=digits", *QUIET, config_name="eval"))
+    assert metrics == pytest.approx(results["test"], rel=1e-6)
+    with pytest.raises(ConfigError, match="the data does not fit the checkpoint: it gives"):
+        evaluate(make_cfg(ckpt, "data=xor", *QUIET, config_name="eval"))
 
 
 def test_seed_zero_is_a_seed(make_cfg):

@@ -11,6 +11,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.config import ConfigError
 from nnlab.run import (
     hydra_choices,
     print_metrics,
@@ -49,17 +50,19 @@ def with_local_data_dir(data_cfg: dict[str, Any], data_dir: str) -> dict[str, An
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     setup_console()
     module = load_module(cfg.ckpt_path)
-    data_cfg: Any = cfg.get("data") or module.hparams.data
-    if not data_cfg:
-        raise ValueError("the checkpoint records no data config; pass one with data=<option>")
-    if not cfg.get("data"):
-        data_cfg = with_local_data_dir(data_cfg, cfg.paths.data_dir)
+    if cfg.get("data"):
+        # Resolved in the whole config: the data's ${seed} is eval.yaml's top-level seed.
+        data_cfg: Any = OmegaConf.to_container(cfg.data, resolve=True)
+    elif module.hparams.get("data"):
+        data_cfg = with_local_data_dir(module.hparams.data, cfg.paths.data_dir)
+    else:
+        raise ConfigError("the checkpoint records no data config; pass one with data=<option>")
     seed_everything(cfg.get("seed"))
     datamodule = instantiate(OmegaConf.create(data_cfg), _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("test")
     if datamodule.spec != module.spec:
-        raise ValueError(
+        raise ConfigError(
             f"the data does not fit the checkpoint: it gives {datamodule.spec}, "
             f"the model was trained on {module.spec}"
         )
