@@ -126,13 +126,36 @@ def test_default_loss_follows_the_task(make_cfg):
         (("+trainer.precision=bf17",), "trainer.precision must be one of 64, 32, 16, "),
         (("data.val_fraction=x",), "data.val_fraction must be float, got 'x'"),
         (("+data.bogus=1",), "data.bogus is not an option of nnlab.data.datasets.DigitsData"),
-        (("model.hidden_sizes=[0]",), "model=mlp: model.hidden_sizes must be ints >= 1, got [0]"),
+        (("model.hidden_sizes=[0]",), "model.hidden_sizes must be ints >= 1, got [0]"),
         (("model.hidden_sizes=abc",), "model.hidden_sizes must be a list of int, got 'abc'"),
-        (("activation=maxout", "activation.k=0"), "model=mlp: maxout needs k >= 1 pieces"),
+        (
+            ("activation=maxout", "activation.k=0"),
+            "activation.k: maxout needs k >= 1 pieces, got 0",
+        ),
         (("optimizer.lr=-1",), "optimizer=adam: Invalid learning rate: -1"),
         (("+optimizer.foo=1",), "optimizer.foo is not an option of torch.optim.Adam"),
         (("scheduler=step", "scheduler.gamma=abc"), "scheduler.gamma must be float, got 'abc'"),
         (("ckpt_path=/no/such.ckpt",), "ckpt_path=/no/such.ckpt: no such file"),
+        (("data.val_fraction=1.5",), "data.val_fraction must be in (0, 1), got 1.5"),
+        (("data.normalize=zscore",), "data.normalize must be one of global, feature, none"),
+        (("init=normal", "init.std=-1"), "init.std must be >= 0, got -1"),
+        (("init=kaiming", "init.mode=fan_avg"), "init.mode must be fan_in or fan_out"),
+        (("+init.std=0.1",), "init=default takes no options, got std"),
+        (("init=xavier", "init.bias=abc"), "init.bias must be a number, got 'abc'"),
+        (("activation=prelu", "activation.init=abc"), "activation.init must be float, got 'abc'"),
+        (("activation=elu", "+activation.beta=2"), "activation.beta is not an option of elu"),
+        (
+            ("data=linear_regression", "loss=huber", "loss.delta=-1"),
+            "loss.delta must be > 0, got -1",
+        ),
+        (("loss=cross_entropy", "loss.label_smoothing=2"), "loss.label_smoothing must be in"),
+        (("optimizer.betas=[0.9]",), "optimizer.betas must be a list of 2 (float or Tensor"),
+        (("trainer.max_epochs=-5",), "`max_epochs` must be a non-negative integer or -1"),
+        (("diagnostics.layers.every_n_steps=0",), "diagnostics.layers.every_n_steps must be"),
+        (
+            ("callbacks.model_checkpoint.mode=avg",),
+            "callbacks.model_checkpoint: `mode` can be min, max but got avg",
+        ),
         pytest.param(
             ("trainer=gpu",),
             "trainer.accelerator=gpu, but torch",
@@ -149,6 +172,13 @@ def test_invalid_combinations_fail_before_any_data_is_loaded(
     monkeypatch.setattr(ArrayDataModule, "setup", no_loading)
     with pytest.raises(ConfigError, match=re.escape(message)):
         train(make_cfg(*overrides, *QUIET))
+
+
+def test_a_checkpoint_metric_the_task_does_not_log_is_refused_before_fitting(make_cfg):
+    cfg = make_cfg("optimized_metric=val/f00", "optimized_mode=max", *QUIET)
+    with pytest.raises(ConfigError, match="valid: val/acc, val/acc_best, val/f1, val/loss"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
 def test_perceptron_converges_on_separable_data(make_cfg):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,9 +17,6 @@ def register_resolvers() -> None:
     run_id = secrets.token_hex(3)
     OmegaConf.register_new_resolver("nnlab.run_id", lambda: run_id, replace=True)
     OmegaConf.register_new_resolver("nnlab.cwd", os.getcwd, replace=True)
-
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -116,15 +112,13 @@ def validate(cfg: DictConfig) -> str:
     data's task.
 
     Runs before anything is loaded, so a bad combination or option costs no time: besides the
-    combinations, every key of the data, model and trainer configs is checked against the
-    constructor it goes to, and the model, optimizer and scheduler are built once on
-    placeholders (sizes 1, no memory) so that their own checks run now.
+    combinations, every key of every component's config is checked against the constructor it
+    goes to (nnlab.checks), and each component is built once without data (the model on
+    placeholders) so that its own checks run now.
     """
     from hydra.utils import get_class
 
-    from nnlab.arguments import check_arguments
-    from nnlab.nn.activations import split_config
-    from nnlab.nn.init import check_config
+    from nnlab import checks
     from nnlab.nn.losses import resolve_name
 
     task = data_task(cfg.data)
@@ -139,78 +133,17 @@ def validate(cfg: DictConfig) -> str:
         )
     try:
         resolve_name(OmegaConf.to_container(cfg.get("loss"), resolve=True), task)
-        split_config(OmegaConf.to_container(cfg.activation, resolve=True))
-        check_config(OmegaConf.to_container(cfg.init, resolve=True))
-    except ValueError as e:
+    except ConfigError as e:
         raise ConfigError(f"{e} (data={data_name} is a {task} task)") from None
     if cfg.get("speed"):
         check_speed(cfg.speed)
     batch_size = cfg.data.get("batch_size")
     if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
         raise ConfigError(f"data.batch_size must be a positive int or 'full', got {batch_size!r}")
-    check_arguments(cfg.data, "data")
-    check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
-    check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
-    check_accelerator(cfg.trainer.get("accelerator"))
-    check_buildable(cfg)
+    checks.check_components(cfg, task)
     ckpt_path = cfg.get("ckpt_path")
     # Lightning's own names ("last", ...) and remote URLs are Lightning's to resolve.
     local = ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in str(ckpt_path)
     if ckpt_path and local and not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     return task
-
-
-def check_accelerator(accelerator: Any) -> None:
-    """Refuses a GPU accelerator where torch sees no CUDA GPU, saying why that may be (a CPU
-    build of torch is the usual reason)."""
-    if accelerator not in ("gpu", "cuda"):
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
-    raise ConfigError(
-        f"trainer.accelerator={accelerator}, but torch {torch.__version__} ({build}) sees no "
-        "CUDA GPU here; use trainer=cpu, or trainer=default to take a GPU when there is one"
-    )
-
-
-def check_buildable(cfg: DictConfig) -> None:
-    """Builds the model on the "meta" device with placeholder sizes, and the optimizer and
-    scheduler on one placeholder parameter, so that what their constructors refuse (a hidden
-    size of 0, a negative learning rate, an unknown option) is reported before data loads.
-    Only their ValueErrors and TypeErrors count: anything else (say, a model that reads a
-    tensor's value while it is built, which "meta" cannot do) is left to the real build."""
-    import torch
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from nnlab.arguments import check_arguments
-
-    def build(group: str, make: Callable[[], T]) -> T | None:
-        try:
-            return make()
-        except (InstantiationException, TypeError, ValueError) as e:
-            cause = e.__cause__ if isinstance(e, InstantiationException) else e
-            if not isinstance(cause, TypeError | ValueError):
-                return None
-            target = str(cfg[group].get("_target_"))
-            raise ConfigError(f"{group}={_choice(cfg, group, target)}: {cause}") from None
-
-    def model() -> Any:
-        with torch.device("meta"):
-            return instantiate(cfg.model, in_features=1, out_features=1, _convert_="all")
-
-    build("model", model)
-    if not cfg.get("optimizer"):
-        return
-    check_arguments(cfg.optimizer, "optimizer", passed_in=("params",))
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = build(
-        "optimizer", lambda: instantiate(cfg.optimizer, _convert_="all")(params=[param])
-    )
-    if cfg.get("scheduler") and optimizer is not None:
-        check_arguments(cfg.scheduler, "scheduler", passed_in=("optimizer",))
-        build("scheduler", lambda: instantiate(cfg.scheduler, _convert_="all")(optimizer=optimizer))

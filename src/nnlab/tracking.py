@@ -29,6 +29,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Groups whose choice names a run and tags it, in this order. Others (trainer, logger...) describe
@@ -113,7 +115,7 @@ def resolve_wandb_mode(requested: str | None) -> str:
     """
     if requested is not None:
         if requested not in WANDB_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"logger.wandb.mode must be null (auto) or one of {', '.join(WANDB_MODES)}, "
                 f"got {requested!r}"
             )

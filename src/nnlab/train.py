@@ -17,20 +17,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig, spec: Any):
-    """The task module for the data's spec: the perceptron rule for model=perceptron, else the
-    task's gradient-trained module."""
+def module_class(cfg: DictConfig, task: str) -> type:
+    """The task module class: the perceptron rule for model=perceptron, else the task's
+    gradient-trained module."""
     from hydra.utils import get_class
 
     from nnlab.nn.networks import Perceptron
     from nnlab.tasks import BinaryTask, MulticlassTask, PerceptronTask, RegressionTask
 
     if issubclass(get_class(cfg.model._target_), Perceptron):
-        cls = PerceptronTask
-    else:
-        cls = {"regression": RegressionTask, "binary": BinaryTask, "multiclass": MulticlassTask}[
-            spec.task
-        ]
+        return PerceptronTask
+    return {"regression": RegressionTask, "binary": BinaryTask, "multiclass": MulticlassTask}[task]
+
+
+def build_module(cfg: DictConfig, spec: Any):
+    """The task module for the data's spec (see module_class)."""
+    cls = module_class(cfg, spec.task)
     container = OmegaConf.to_container(cfg, resolve=True)
     return cls(
         spec=spec.to_dict(),
@@ -50,10 +52,16 @@ def train(cfg: DictConfig) -> float | None:
         cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
     task = validate(cfg)
 
+    from nnlab.checks import check_callbacks_and_loggers
     from nnlab.run import instantiate_group, seed_everything, setup_console
     from nnlab.speed import apply_speed
     from nnlab.tasks.base import metric_mode
     from nnlab.tracking import instantiate_loggers, log_config, tracking
+
+    with open_dict(cfg):
+        cfg.optimized_metric = cfg.get("optimized_metric") or module_class(cfg, task).monitor
+        cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
+    check_callbacks_and_loggers(cfg)
 
     setup_console()
     if drawn:
@@ -66,10 +74,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)
-
-    with open_dict(cfg):
-        cfg.optimized_metric = cfg.get("optimized_metric") or module.monitor
-        cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
+    module.check_monitor(cfg.optimized_metric)
     log.info("task=%s spec=%s", task, datamodule.spec)
 
     # The diagnostics group adds callbacks too (activation/gradient statistics, plots).

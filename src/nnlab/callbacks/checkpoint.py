@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from nnlab.config import ConfigError
+
 
 class BufferedCheckpoint(ModelCheckpoint):
     """ModelCheckpoint (same arguments, same files, same choice of what to keep) that writes its
@@ -33,7 +35,7 @@ class BufferedCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, write_every_s: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if write_every_s < 0:
-            raise ValueError(f"write_every_s must be >= 0 seconds, got {write_every_s}")
+            raise ConfigError(f"write_every_s must be >= 0 seconds, got {write_every_s}")
         self.write_every_s = write_every_s
         self._pending: dict[str, dict[str, Any]] = {}  # file path -> checkpoint, in order taken
         self._written_at = time.monotonic()

@@ -23,6 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from nnlab.callbacks import output
+from nnlab.config import ConfigError
 from nnlab.nn.activations import ACTIVATIONS, Maxout
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,11 @@ class LayerDiagnostics(Callback):
         self, every_n_steps: int = 50, histogram_every_n_steps: int = 0, plots: bool = True
     ) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise ConfigError(f"diagnostics.layers.every_n_steps must be >= 1, got {every_n_steps}")
         if histogram_every_n_steps < 0 or histogram_every_n_steps % every_n_steps:
-            raise ValueError(
-                f"histogram_every_n_steps must be 0 or a multiple of every_n_steps "
-                f"({every_n_steps}), got {histogram_every_n_steps}"
+            raise ConfigError(
+                "diagnostics.layers.histogram_every_n_steps must be 0 or a multiple of "
+                f"every_n_steps ({every_n_steps}), got {histogram_every_n_steps}"
             )
         self.every_n_steps = every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps

@@ -21,6 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nnlab.callbacks import output
+from nnlab.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,9 @@ class PredictionDiagnostics(Callback):
         self, every_n_epochs: int = 1, max_misclassified: int = 32, plots: bool = True
     ) -> None:
         if every_n_epochs < 0 or max_misclassified < 0:
-            raise ValueError("every_n_epochs and max_misclassified must be >= 0")
+            raise ConfigError(
+                "diagnostics.predictions.every_n_epochs and max_misclassified must be >= 0"
+            )
         self.every_n_epochs = every_n_epochs
         self.max_misclassified = max_misclassified
         self.plots = plots

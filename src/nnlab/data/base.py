@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
+from nnlab.config import ConfigError
 from nnlab.data.loaders import HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 
@@ -55,16 +56,18 @@ class ArrayDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size must be a positive int or 'full', got {batch_size!r}"
             )
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
-                raise ValueError(f"data.{name} must be in (0, 1), got {value}")
+                raise ConfigError(f"data.{name} must be in (0, 1), got {value}")
         if normalize not in NORMALIZE:
-            raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZE)}")
+            raise ConfigError(
+                f"data.normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}"
+            )
         if resident not in RESIDENT:
-            raise ValueError(f"resident must be auto, true or false, got {resident!r}")
+            raise ConfigError(f"speed.resident must be auto, true or false, got {resident!r}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.normalize, self.seed, self.resident = normalize, seed, resident
@@ -195,7 +198,7 @@ def _split(data: Split, fraction: float, g: torch.Generator) -> tuple[Split, Spl
     x, y = data
     n_held = max(1, round(len(x) * fraction))
     if n_held >= len(x):
-        raise ValueError(f"cannot hold out {fraction:.0%} of only {len(x)} samples")
+        raise ConfigError(f"cannot hold out {fraction:.0%} of only {len(x)} samples")
     order = torch.randperm(len(x), generator=g)
     keep, held = order[n_held:], order[:n_held]
     return (x[keep], y[keep]), (x[held], y[held])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from nnlab.config import ConfigError
 from nnlab.data.base import ArrayDataModule, Split
 
 
@@ -30,8 +31,8 @@ class SyntheticImagesDataModule(ArrayDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if n_train < 2 or n_test < 1 or image_size < 4 or num_classes < 2:
-            raise ValueError(
-                "synthetic images need n_train >= 2, n_test >= 1, image_size >= 4 and "
+            raise ConfigError(
+                "data: synthetic images need n_train >= 2, n_test >= 1, image_size >= 4 and "
                 f"num_classes >= 2, got {n_train}, {n_test}, {image_size}, {num_classes}"
             )
         self.n_train, self.n_test, self.image_size = n_train, n_test, image_size

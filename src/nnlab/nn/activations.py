@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnlab.config import ConfigError
+
 
 class Abs(nn.Module):
     """The absolute-value rectifier f(x) = |x|."""
@@ -26,7 +28,7 @@ class Maxout(nn.Module):
     def __init__(self, in_features: int, out_features: int, k: int = 2) -> None:
         super().__init__()
         if k < 1:
-            raise ValueError(f"maxout needs k >= 1 pieces, got k={k}")
+            raise ConfigError(f"activation.k: maxout needs k >= 1 pieces, got {k}")
         self.out_features, self.k = out_features, k
         # Piece j of unit i is row i*k + j, so a reshape to (..., out, k) groups each unit's pieces.
         self.linear = nn.Linear(in_features, out_features * k)
@@ -60,7 +62,7 @@ def split_config(cfg: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     cfg = dict(cfg or {"name": "identity"})
     name = cfg.pop("name", None)
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
     return name, cfg
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnlab.config import ConfigError
 from nnlab.nn.activations import create_activation, split_config
 
 
@@ -70,6 +71,8 @@ def _constant(w: torch.Tensor, gain: float, value: float = 0.01) -> None:
 
 
 def _normal(w: torch.Tensor, gain: float, std: float = 0.01) -> None:
+    if std < 0:
+        raise ConfigError(f"init.std must be >= 0, got {std}")
     nn.init.normal_(w, 0.0, std)
 
 
@@ -88,7 +91,7 @@ def _xavier_uniform(w: torch.Tensor, gain: float) -> None:
 def _fan(w: torch.Tensor, mode: str) -> int:
     fan_in, fan_out = _fans(w)
     if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"init mode must be fan_in or fan_out, got {mode!r}")
+        raise ConfigError(f"init.mode must be fan_in or fan_out, got {mode!r}")
     return fan_in if mode == "fan_in" else fan_out
 
 
@@ -120,7 +123,7 @@ def check_config(init: dict[str, Any] | None) -> tuple[str, dict[str, Any], floa
     options = dict(init or {"name": "default"})
     name = options.pop("name", None)
     if name not in INITIALIZERS:
-        raise ValueError(f"unknown init {name!r}; valid: {', '.join(INITIALIZERS)}")
+        raise ConfigError(f"unknown init {name!r}; valid: {', '.join(INITIALIZERS)}")
     bias = options.pop("bias", None if name == "default" else 0.0)
     return name, options, bias
 

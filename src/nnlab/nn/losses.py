@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnlab.config import ConfigError
+
 TASKS = ("regression", "binary", "multiclass")
 
 
@@ -39,6 +41,8 @@ class HuberLoss(TaskLoss):
 
     def __init__(self, delta: float = 1.0) -> None:
         super().__init__()
+        if not delta > 0:
+            raise ConfigError(f"loss.delta must be > 0, got {delta}")
         self.delta = delta
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -53,7 +57,7 @@ class BCEWithLogitsLoss(TaskLoss):
     def __init__(self, pos_weight: float | None = None) -> None:
         super().__init__()
         if pos_weight is not None and pos_weight <= 0:
-            raise ValueError(f"loss.pos_weight must be > 0, got {pos_weight}")
+            raise ConfigError(f"loss.pos_weight must be > 0, got {pos_weight}")
         weight = torch.tensor(1.0 if pos_weight is None else float(pos_weight))
         self.register_buffer("pos_weight", weight, persistent=False)
 
@@ -76,9 +80,9 @@ class CrossEntropyLoss(TaskLoss):
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
         if weight is not None and len(weight) != num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"loss.weight has {len(weight)} entries but the data has {num_classes} classes"
             )
         self.label_smoothing = label_smoothing
@@ -113,21 +117,24 @@ def resolve_name(cfg: dict[str, Any] | None, task: str) -> str:
     if name == "auto":
         return DEFAULT_LOSS[task]
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid: auto, {', '.join(LOSSES)}")
+        raise ConfigError(f"unknown loss {name!r}; valid: auto, {', '.join(LOSSES)}")
     if task not in LOSSES[name].tasks:
-        raise ValueError(
+        raise ConfigError(
             f"loss={name} cannot train a {task} task; valid losses for {task}: "
             f"{', '.join(valid_losses(task))}"
         )
     return name
 
 
-def create_loss(cfg: dict[str, Any] | None, task: str, num_outputs: int) -> TaskLoss:
-    """The loss module for a loss config ({name, **options}) on a task with `num_outputs`."""
+def create_loss(cfg: dict[str, Any] | None, task: str, num_outputs: int | None) -> TaskLoss:
+    """The loss module for a loss config ({name, **options}) on a task with `num_outputs`;
+    None while the data is not loaded yet (config checks): class counts are then not checked."""
     name = resolve_name(cfg, task)
     options = {k: v for k, v in (cfg or {}).items() if k != "name"}
     if (cfg or {}).get("name", "auto") == "auto":
         options = {}
     if name == "cross_entropy":
-        options["num_classes"] = num_outputs
+        weight = options.get("weight")
+        unknown = len(weight) if isinstance(weight, list) else 2
+        options["num_classes"] = unknown if num_outputs is None else num_outputs
     return LOSSES[name](**options)

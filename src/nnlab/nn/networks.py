@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from nnlab.config import ConfigError
 from nnlab.nn.activations import Maxout, create_activation, split_config
 from nnlab.nn.init import gain, init_linear
 
@@ -37,11 +38,11 @@ class MLP(nn.Sequential):
     ) -> None:
         act_name, act_options = split_config(activation)
         if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden_sizes):
-            raise ValueError(f"model.hidden_sizes must be ints >= 1, got {list(hidden_sizes)}")
+            raise ConfigError(f"model.hidden_sizes must be ints >= 1, got {list(hidden_sizes)}")
         if norm is not None and norm not in NORMS:
-            raise ValueError(f"model.norm must be null or one of {', '.join(NORMS)}, got {norm!r}")
+            raise ConfigError(f"model.norm must be null or one of {', '.join(NORMS)}, got {norm!r}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
         hidden_gain = gain(activation)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features

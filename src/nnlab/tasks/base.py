@@ -22,6 +22,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
+from nnlab.config import ConfigError
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
 from nnlab.tasks.graphed import GraphedStep, optimizer_options
@@ -73,7 +74,7 @@ def metric_mode(metric: str) -> str:
         return "max"
     if leaf in LOWER_IS_BETTER:
         return "min"
-    raise ValueError(
+    raise ConfigError(
         f"cannot tell whether {metric!r} should go up or down; set optimized_mode=max or min"
     )
 
@@ -149,6 +150,18 @@ class TaskModule(L.LightningModule):
         {"acc": number correct}); what a captured step logs, since torchmetrics' updates
         cannot be captured."""
         raise NotImplementedError
+
+    def check_monitor(self, metric: str) -> None:
+        """Refuses a metric to pick checkpoints by (optimized_metric) that this module does not
+        log each validation epoch, naming those it does; train/ metrics are not judged."""
+        if metric.startswith("train/"):
+            return
+        logged = sorted({*self.metrics["val_metrics"].keys(), "val/loss", f"{self.monitor}_best"})
+        if metric not in logged:
+            raise ConfigError(
+                f"optimized_metric={metric} is not logged by a {self.task} task; "
+                f"valid: {', '.join(logged)} (or a train/ metric)"
+            )
 
     # -- shared -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,19 +272,19 @@ class TaskModule(L.LightningModule):
         if not (graph or grouped):
             return
         if graph and trainer.world_size > 1:
-            raise ValueError(
+            raise ConfigError(
                 "speed.cuda_graph does not run under multi-process (DDP) training yet: its "
                 "gradients would skip the all-reduce. Use speed.cuda_graph=false with DDP."
             )
         if trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1:
-            raise ValueError(
+            raise ConfigError(
                 "speed.cuda_graph and speed.steps_per_batch > 1 take one optimizer step per "
                 "batch: they cannot clip gradients (trainer.gradient_clip_val) or accumulate "
                 "them (trainer.accumulate_grad_batches); use speed=default for those"
             )
         if grouped:
             if not isinstance(trainer.val_check_interval, float):
-                raise ValueError(
+                raise ConfigError(
                     "speed.steps_per_batch > 1 counts Lightning batches in groups of steps: set "
                     "trainer.val_check_interval as a fraction of the epoch (float), or "
                     "speed.steps_per_batch=1"
@@ -286,7 +299,7 @@ class TaskModule(L.LightningModule):
         changes nothing a user asked for, else 1."""
         if value != "auto":
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"speed.steps_per_batch must be auto or >= 1, got {value!r}")
+                raise ConfigError(f"speed.steps_per_batch must be auto or >= 1, got {value!r}")
             return value
         trainer = self.trainer
         # Each of these counts Lightning batches, or needs one step per batch: grouping would
@@ -363,7 +376,7 @@ class TaskModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if not hp.optimizer:
-            raise ValueError("no optimizer config given")
+            raise ConfigError("no optimizer config given")
         speed = hp.get("speed") or {}
         options = optimizer_options(
             hp.optimizer, self.device, speed.get("optimizer_impl"), self.graphed is not None
@@ -387,4 +400,4 @@ def module_class_path(checkpoint: dict[str, Any]) -> str:
     try:
         return checkpoint["nnlab_module"]
     except KeyError:
-        raise ValueError("this checkpoint was not written by an nnlab task module") from None
+        raise ConfigError("this checkpoint was not written by an nnlab task module") from None

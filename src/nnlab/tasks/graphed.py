@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from nnlab.config import ConfigError
+
 # (x, y) -> loss; must be capturable: no host syncs, static shapes. It may add to device
 # accumulators (metric sums): inside the graph those additions replay with every step.
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -125,12 +127,12 @@ def optimizer_options(cfg: dict, device: torch.device, impl: str | None, graph: 
     known = name in ("Adam", "AdamW", "SGD")
     if graph:
         if not known:
-            raise ValueError(
+            raise ConfigError(
                 f"speed.cuda_graph cannot capture the step of optimizer {cfg.get('_target_')}: "
                 "supported are torch.optim.Adam, AdamW and SGD; use speed=default for others"
             )
         if name == "SGD" and cfg.get("dampening", 0):
-            raise ValueError(
+            raise ConfigError(
                 "speed.cuda_graph needs SGD dampening=0 (its first momentum step is "
                 "special-cased, which a captured step cannot reproduce); use speed=default"
             )
@@ -141,5 +143,5 @@ def optimizer_options(cfg: dict, device: torch.device, impl: str | None, graph: 
     if impl is None or not known:
         return {}
     if impl not in ("fused", "foreach"):
-        raise ValueError(f"speed.optimizer_impl must be null, fused or foreach, got {impl!r}")
+        raise ConfigError(f"speed.optimizer_impl must be null, fused or foreach, got {impl!r}")
     return {impl: True}

@@ -1,5 +1,6 @@
-"""Config checks that run before any data loads: keys and value types against the constructor a
-config goes to (nnlab.arguments), and the run's seed (nnlab.config.resolve_seed)."""
+"""Config checks that run before any data loads: keys and value types against the constructor or
+function a config goes to (nnlab.checks), and the run's seed (nnlab.config.resolve_seed).
+Whole configs with bad values are in test_training.py (they must fail before data loads)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 import pytest
 from omegaconf import OmegaConf
 
-from nnlab.arguments import check_arguments
+from nnlab.checks import check_arguments, check_options
 from nnlab.config import MAX_SEED, ConfigError, resolve_seed
 
 
@@ -67,6 +68,18 @@ def test_keys_taken_by_an_open_ended_constructor_are_not_judged():
     check(Open, flag=True, anything=1)
     with pytest.raises(ConfigError, match=r"group\.flag must be bool"):
         check(Open, flag="yes")
+
+
+def test_fixed_length_lists_and_registry_functions():
+    def factory(betas: tuple[float, float] = (0.9, 0.99), width: int = 1) -> None:
+        pass
+
+    check_options({"betas": [0.5, 1]}, factory, "optimizer", "adam", ("width",))
+    with pytest.raises(ConfigError, match=r"optimizer.betas must be a list of 2 \(float, float\)"):
+        check_options({"betas": [0.5]}, factory, "optimizer", "adam", ("width",))
+    # The width is passed in by the network builder: not an option.
+    with pytest.raises(ConfigError, match=r"optimizer\.width is not an option of adam; valid: bet"):
+        check_options({"width": 3}, factory, "optimizer", "adam", ("width",))
 
 
 def test_seed_is_kept_or_drawn(monkeypatch):
