@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnlab.config import ConfigError
 from nnlab.data import vision
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.vision import (
@@ -101,6 +102,36 @@ def test_mnist_downloads_with_fallback_and_loads(mnist_mirrors: FileServer, tmp_
     before = sum(mnist_mirrors.requests.values())
     MNISTDataModule(data_dir=tmp_path, progress=False).prepare_data()
     assert sum(mnist_mirrors.requests.values()) == before
+
+
+def test_mnist_from_a_folder_you_have_in_torchvision_layout(
+    train_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing may be downloaded
+    # The real folder (torchvision's <root>/MNIST/raw) lacks the train images: named exactly.
+    shared_root = shared("mnist")
+    lacking = MNISTDataModule(root=str(shared_root), data_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"lacks train-images-idx3-ubyte\.gz \(gzipped or not"):
+        lacking.prepare_data()
+    # A copy of it with the stand-in train images, uncompressed as torchvision leaves them.
+    raw = tmp_path / "mine" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_REAL:
+        (raw / name).write_bytes((shared_root / "MNIST" / "raw" / name).read_bytes())
+    (raw / "train-images-idx3-ubyte").write_bytes(gzip.decompress(train_images.read_bytes()))
+    dm = MNISTDataModule(
+        root=str(tmp_path / "mine"), data_dir=tmp_path / "cache", val_fraction=0.1, seed=0
+    )
+    dm.prepare_data()
+    dm.setup()
+    assert {k: len(v[0]) for k, v in dm.splits.items()} == {
+        "train": 54000,
+        "val": 6000,
+        "test": 10000,
+    }
+    test_labels = read_idx(raw / "t10k-labels-idx1-ubyte.gz")
+    assert torch.equal(dm.splits["test"][1], torch.from_numpy(test_labels.astype(np.int64)))
+    assert not (tmp_path / "cache").exists()  # the data folder was not touched
 
 
 def test_mnist_mirror_override(

@@ -194,7 +194,7 @@ class CatsVsDogsDataModule(RemoteDataModule):
         super().__init__(name=name, **kwargs)
         if not isinstance(image_size, int) or image_size < 1:
             raise ConfigError(f"data.image_size must be a positive int, got {image_size!r}")
-        self.root = Path(root) if root else None
+        self.root = Path(root).expanduser() if root else None
         self.image_size, self.grayscale = image_size, grayscale
 
     @property

@@ -277,7 +277,7 @@ class HousePricesCSVDataModule(TabularDataModule):
         super().__init__(target=target, **kwargs)
         if not path:
             raise ConfigError("data.path must name a CSV file, e.g. data.path=my_houses.csv")
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
 
     def describe_source(self) -> str:
         return str(self.path)
@@ -306,7 +306,7 @@ class DownloadedTable(RemoteDataModule, TabularDataModule):
 
     def __init__(self, path: str | Path | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.path = Path(path) if path else None
+        self.path = Path(path).expanduser() if path else None
 
     def remote(self) -> Remote:
         """The file to download."""

@@ -106,6 +106,10 @@ IDX_VARIANTS: dict[str, IdxVariant] = {
 }
 
 
+# Where torchvision.datasets keeps each variant's files: <root>/<folder>/raw/.
+TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+
+
 class MNISTDataModule(RemoteDataModule):
     """MNIST, Fashion-MNIST or KMNIST (by `variant`): 60,000 training and 10,000 test 28×28
     grey images in 10 classes, read from the IDX files. Validation comes out of the training
@@ -113,11 +117,21 @@ class MNISTDataModule(RemoteDataModule):
 
     Args:
         variant: mnist, fashion_mnist or kmnist.
+        root: a folder with the four IDX files you already have, read instead of the download
+            (not checksummed): gzipped or not, directly in it or in torchvision's layout
+            (<root>/MNIST/raw, <root>/FashionMNIST/raw, <root>/KMNIST/raw). Nothing is written
+            to the data folder then.
     """
 
     task = "multiclass"
 
-    def __init__(self, variant: str = "mnist", name: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        variant: str = "mnist",
+        name: str | None = None,
+        root: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         if variant not in IDX_VARIANTS:
             raise ConfigError(
                 f"data.variant={variant!r} is not an MNIST-format data set; valid: "
@@ -125,19 +139,51 @@ class MNISTDataModule(RemoteDataModule):
             )
         super().__init__(name=name or variant, **kwargs)
         self.variant = variant
+        self.root = Path(root).expanduser() if root else None
+
+    def prepare_data(self) -> None:
+        if self.root is None:
+            super().prepare_data()
+        else:
+            self._local_files()  # all four must be there
 
     def prepare_files(self) -> None:
         fetch(IDX_VARIANTS[self.variant].remotes(), self.folder, self.name, self.progress)
 
+    def _local_files(self) -> dict[str, Path]:
+        """Upstream file name → the file under `root` holding it (the .gz or its contents)."""
+        assert self.root is not None
+        if not self.root.is_dir():
+            raise ConfigError(f"data.root={self.root}: no such folder")
+        folders = [self.root, self.root / TORCHVISION_FOLDERS[self.variant] / "raw"]
+        found, missing = {}, []
+        for name in IDX_VARIANTS[self.variant].md5:
+            candidates = [f / n for f in folders for n in (name, name.removesuffix(".gz"))]
+            path = next((c for c in candidates if c.is_file()), None)
+            if path is None:
+                missing.append(name)
+            else:
+                found[name] = path
+        if missing:
+            raise ConfigError(
+                f"data.root={self.root} lacks {', '.join(missing)} (gzipped or not; looked in "
+                f"{' and '.join(str(f) for f in folders)})"
+            )
+        return found
+
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
+        files = self._local_files() if self.root is not None else None
         splits = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
-            images = read_idx(self.folder / f"{prefix}-images-idx3-ubyte.gz")
-            labels = read_idx(self.folder / f"{prefix}-labels-idx1-ubyte.gz")
+            paths = [f"{prefix}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+            if files is None:
+                images, labels = (read_idx(self.folder / p) for p in paths)
+            else:
+                images, labels = (read_idx(files[p]) for p in paths)
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
                 raise ValueError(
-                    f"{self.folder}: {prefix} images {images.shape} do not match labels "
-                    f"{labels.shape}"
+                    f"{self.root or self.folder}: {prefix} images {images.shape} do not match "
+                    f"labels {labels.shape}"
                 )
             x = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
             splits[split] = (x, torch.from_numpy(labels.astype(np.int64)))
