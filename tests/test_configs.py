@@ -90,8 +90,11 @@ def test_every_data_config_declares_a_task(make_cfg):
 def test_every_option_composes_with_every_other_unless_the_task_forbids_it(make_cfg):
     """data × model × loss: validation accepts exactly the combinations the task allows."""
     base = make_cfg()
-    # The one data option whose file must be named on the command line.
-    required = {"house_prices_csv": ("data.path=houses.csv", "data.target=price")}
+    # The data options whose files must be named on the command line.
+    required = {
+        "house_prices_csv": ("data.path=houses.csv", "data.target=price"),
+        "image_folder": ("data.root=pictures",),
+    }
     composed = {
         group: {o: make_cfg(f"{group}={o}", *required.get(o, ()))[group] for o in options(group)}
         for group in ("data", "model", "loss")

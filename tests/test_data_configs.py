@@ -28,6 +28,7 @@ TASKS = {
     "ames_house_prices": "regression",
     "house_prices_csv": "regression",
     "cats_vs_dogs": "binary",
+    "image_folder": "multiclass",
     "cifar10_cats_dogs": "binary",
 }
 
@@ -37,6 +38,8 @@ def test_data_config(name: str, tmp_path: Path, make_cfg) -> None:
     overrides = [f"data={name}", f"paths.data_dir={tmp_path / 'data'}"]
     if name == "house_prices_csv":
         overrides += [f"data.path={tmp_path / 'h.csv'}", "data.target=price"]
+    if name == "image_folder":
+        overrides += [f"data.root={tmp_path / 'pictures'}"]
     cfg = make_cfg(*overrides)
     assert validate(cfg) == TASKS[name]
     dm = instantiate(cfg.data, _convert_="all")

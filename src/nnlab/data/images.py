@@ -1,6 +1,6 @@
-"""Labelled image folders (cats vs dogs): found in class sub-folders or by Kaggle's `cat.N.jpg`
-names, decoded once (undecodable files skipped and counted), resized to a square, and cached as
-one uint8 tensor file so that later runs start in seconds."""
+"""Labelled image folders (your own, or cats vs dogs): found in class sub-folders or by Kaggle's
+`cat.N.jpg` names, decoded once (undecodable files skipped and counted), resized to a square,
+and cached as one uint8 tensor file so that later runs start in seconds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -167,25 +167,27 @@ PETIMAGES = Remote(
 )
 
 
-class CatsVsDogsDataModule(RemoteDataModule):
-    """Cats vs dogs, binary (0 = cat, 1 = dog): Microsoft's PetImages (about 25,000 photos, over
-    a thousand of them undecodable and skipped), or the images of a local folder (`root`).
+class ImageFolderDataModule(RemoteDataModule):
+    """Image classification on a folder of your own (`root`): one sub-folder per class, any
+    number of classes (or files named <class>.<id>.jpg), multiclass with softmax outputs.
 
-    Images are center-cropped to a square, resized to `image_size`, kept as uint8 and cached;
-    the MLPs flatten them. There is no official split: val and test are seeded splits.
+    Images are center-cropped to a square, resized to `image_size`, kept as uint8 and cached
+    in <data_dir>/<name>/cache (keyed by the folder, its files and the options), so later runs
+    start in seconds; the MLPs flatten them. Val and test are seeded splits.
 
     Args:
-        root: a folder of images (class sub-folders or cat.N.jpg names); null downloads
-            PetImages into <data_dir>/<name>/.
+        root: the folder of images.
         image_size: side of the square images, in pixels.
         grayscale: one grey channel instead of RGB.
     """
 
-    task = "binary"
+    task = "multiclass"
+    # Whether `root` must be given (a subclass may download a default folder instead).
+    needs_root: ClassVar[bool] = True
 
     def __init__(
         self,
-        name: str = "cats_vs_dogs",
+        name: str = "image_folder",
         root: str | Path | None = None,
         image_size: int = 64,
         grayscale: bool = False,
@@ -194,29 +196,35 @@ class CatsVsDogsDataModule(RemoteDataModule):
         super().__init__(name=name, **kwargs)
         if not isinstance(image_size, int) or image_size < 1:
             raise ConfigError(f"data.image_size must be a positive int, got {image_size!r}")
+        if root is None and self.needs_root:
+            raise ConfigError(
+                "data.root must name your image folder (one sub-folder per class), "
+                "e.g. data.root=~/pictures/flowers"
+            )
         self.root = Path(root).expanduser() if root else None
         self.image_size, self.grayscale = image_size, grayscale
 
     @property
     def image_root(self) -> Path:
         """The folder the images are read from."""
-        return self.root or self.folder / "kagglecatsanddogs" / "PetImages"
+        assert self.root is not None
+        return self.root
 
     def prepare_files(self) -> None:
-        if self.root is None and not self.image_root.is_dir():
-            paths = fetch([PETIMAGES], self.folder, self.name, self.progress)
-            extract(paths[PETIMAGES.name], self.image_root.parent, self.progress)
         self._cached()
 
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         data = self._cached()
         classes = tuple(data["classes"])
-        if len(classes) != 2:
-            raise ConfigError(
-                f"{self.image_root} has {len(classes)} classes ({', '.join(classes)}); a binary "
-                "data set needs exactly two"
-            )
+        self.check_classes(classes)
         return {"train": (data["x"], data["y"])}, classes
+
+    def check_classes(self, classes: tuple[str, ...]) -> None:
+        if len(classes) < 2:
+            raise ConfigError(
+                f"{self.image_root} has {len(classes)} class ({', '.join(classes)}); "
+                "classification needs at least two"
+            )
 
     def _cached(self) -> dict[str, Any]:
         """The decoded images, from the cache file when it matches the source and options."""
@@ -245,3 +253,33 @@ class CatsVsDogsDataModule(RemoteDataModule):
         save_atomic(data, path)
         log.info("cached %d images as %s", len(x), path)
         return data
+
+
+class CatsVsDogsDataModule(ImageFolderDataModule):
+    """Cats vs dogs, binary (0 = cat, 1 = dog): Microsoft's PetImages (about 25,000 photos, over
+    a thousand of them undecodable and skipped), or the images of a local folder (`root`, class
+    sub-folders or cat.N.jpg names). Otherwise as ImageFolderDataModule.
+    """
+
+    task = "binary"
+    needs_root = False
+
+    def __init__(self, name: str = "cats_vs_dogs", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    @property
+    def image_root(self) -> Path:
+        return self.root or self.folder / "kagglecatsanddogs" / "PetImages"
+
+    def prepare_files(self) -> None:
+        if self.root is None and not self.image_root.is_dir():
+            paths = fetch([PETIMAGES], self.folder, self.name, self.progress)
+            extract(paths[PETIMAGES.name], self.image_root.parent, self.progress)
+        super().prepare_files()
+
+    def check_classes(self, classes: tuple[str, ...]) -> None:
+        if len(classes) != 2:
+            raise ConfigError(
+                f"{self.image_root} has {len(classes)} classes ({', '.join(classes)}); a binary "
+                "data set needs exactly two (data=image_folder takes any number)"
+            )
