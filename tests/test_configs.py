@@ -93,6 +93,7 @@ def test_every_option_composes_with_every_other_unless_the_task_forbids_it(make_
     # The data options whose files must be named on the command line.
     required = {
         "house_prices_csv": ("data.path=houses.csv", "data.target=price"),
+        "csv_classification": ("data.path=iris.csv", "data.target=species"),
         "image_folder": ("data.root=pictures",),
     }
     composed = {

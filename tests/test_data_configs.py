@@ -27,6 +27,7 @@ TASKS = {
     "california_housing": "regression",
     "ames_house_prices": "regression",
     "house_prices_csv": "regression",
+    "csv_classification": "multiclass",
     "cats_vs_dogs": "binary",
     "image_folder": "multiclass",
     "cifar10_cats_dogs": "binary",
@@ -36,7 +37,7 @@ TASKS = {
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_data_config(name: str, tmp_path: Path, make_cfg) -> None:
     overrides = [f"data={name}", f"paths.data_dir={tmp_path / 'data'}"]
-    if name == "house_prices_csv":
+    if name in ("house_prices_csv", "csv_classification"):
         overrides += [f"data.path={tmp_path / 'h.csv'}", "data.target=price"]
     if name == "image_folder":
         overrides += [f"data.root={tmp_path / 'pictures'}"]

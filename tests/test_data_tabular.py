@@ -21,6 +21,7 @@ from nnlab.data.spec import DataSpec, TargetScale
 from nnlab.data.tabular import (
     AmesHousePricesDataModule,
     CaliforniaHousingDataModule,
+    CSVClassificationDataModule,
     HousePricesCSVDataModule,
 )
 from nnlab.evaluate import evaluate
@@ -278,3 +279,41 @@ def test_regression_metrics_in_original_units() -> None:
     assert values["val/mae_orig"] == pytest.approx(float(dollars.mean()), rel=1e-5)
     assert values["val/mse"] == pytest.approx(float((output - target).pow(2).mean()), rel=1e-5)
     assert not math.isnan(float(values["val/r2"]))
+
+
+def test_real_csv_classification_ocean_proximity(make_cfg) -> None:
+    """A real class column: the Hands-On ML housing.csv's ocean_proximity (5 classes) from the
+    other columns, trained through train.py well above the majority class."""
+    path = shared("california_housing/housing.csv")
+    dm = CSVClassificationDataModule(path=str(path), target="ocean_proximity", seed=0)
+    dm.setup()
+    classes = ("<1H OCEAN", "INLAND", "ISLAND", "NEAR BAY", "NEAR OCEAN")
+    assert dm.spec.task == "multiclass" and dm.spec.class_names == classes
+    assert dm.spec.num_outputs == 5 and "ocean_proximity" not in dm.feature_names
+    y = torch.cat([dm.splits[s][1] for s in ("train", "val", "test")])
+    assert y.dtype == torch.int64 and len(y) == 20640
+    assert torch.bincount(y).tolist() == [9136, 6551, 5, 2290, 2658]
+    cfg = make_cfg(
+        "data=csv_classification",
+        f"data.path={path}",
+        "data.target=ocean_proximity",
+        "trainer.max_epochs=3",
+        "logger=none",
+        "diagnostics=none",
+    )
+    train(cfg)
+    results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert results["test"]["test/acc"] > 0.8  # the majority class is 44 %
+
+
+def test_csv_classes_sorted_numerically_missing_targets_left_out(tmp_path: Path) -> None:
+    lines = ["x,label"] + [f"{i},{(1, 2, 10)[i % 3]}" for i in range(60)] + ["61,", "62,NA"]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    dm = CSVClassificationDataModule(path=str(tmp_path / "t.csv"), target="label", seed=0)
+    dm.setup()
+    assert dm.spec.class_names == ("1", "2", "10")  # numbers, not text order ("1", "10", "2")
+    assert sum(len(v[1]) for v in dm.splits.values()) == 60
+    (tmp_path / "one.csv").write_text("x,label\n1,a\n2,a\n")
+    one = CSVClassificationDataModule(path=str(tmp_path / "one.csv"), target="label")
+    with pytest.raises(ConfigError, match=r"holds 1 class \(a\); classification needs"):
+        one.setup()

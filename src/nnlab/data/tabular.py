@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # Cells read as missing. "None" is not among them: Ames uses it as a category (MasVnrType).
 MISSING = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
 Row = list[Any]
+# Class names of a classification target; () for regression.
+Classes = tuple[str, ...]
 
 
 def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
@@ -69,40 +71,33 @@ def _numeric(values: Sequence[Any]) -> np.ndarray | None:
         return None
 
 
-class TabularDataModule(ArrayDataModule):
-    """Regression on a table: predicts the `target` column from the others.
+class TableDataModule(ArrayDataModule):
+    """A table whose `target` column is predicted from the others; subclasses decide what the
+    target is (a number to regress, or a class).
 
     Features, fitted on the training split only: numeric columns get missing values imputed
     with the median (plus a 0/1 "was missing" column) and are standardized; text columns (and
     those named in `categorical`) get missing values as their own category and are one-hot
-    encoded, categories unseen in training encoding as all zeros.
+    encoded, categories unseen in training encoding as all zeros. Rows without a target are
+    left out (with a warning).
 
     Args:
-        target: the column to predict (numeric).
+        target: the column to predict.
         drop: columns that are not features (e.g. an Id).
         categorical: numeric-looking columns that are codes, to one-hot encode (e.g. MSSubClass).
-        log_target: train on log(target) (targets must be > 0); the metric of Kaggle's house
-            price competition is the RMSE of log prices.
-        standardize_target: train on (target − mean) / std with training-split statistics.
     """
-
-    task = "regression"
 
     def __init__(
         self,
         target: str,
         drop: Sequence[str] = (),
         categorical: Sequence[str] = (),
-        log_target: bool = False,
-        standardize_target: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not target:
             raise ConfigError("data.target must name the column to predict")
         self.target, self.drop, self.categorical = target, list(drop), list(categorical)
-        self.log_target, self.standardize_target = log_target, standardize_target
-        self.target_scale: TargetScale | None = None
         # Filled by load(): the columns used as numbers and as categories, and the names of
         # the resulting features (one-hot columns as <column>_<category>).
         self.numeric_columns: list[str] = []
@@ -117,26 +112,19 @@ class TabularDataModule(ArrayDataModule):
         """The table's name in error messages."""
         return type(self).__name__
 
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        if self.spec is not None and self.spec.target_scale != self.target_scale:
-            self.spec = replace(self.spec, target_scale=self.target_scale)
+    def read_targets(self, header: list[str], rows: list[Row]) -> tuple[np.ndarray, Classes]:
+        """The target column as an array (NaN where missing) and the class names (none for
+        regression); raises ConfigError when it cannot hold this task's targets."""
+        raise NotImplementedError
+
+    def target_tensor(self, y: np.ndarray, train: np.ndarray) -> torch.Tensor:
+        """The targets as the model trains on them, fitted on the training rows `train`."""
+        raise NotImplementedError
 
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         header, rows = self.read_table()
         self._check_columns(header)
-        t = header.index(self.target)
-        y = _numeric([r[t] for r in rows])
-        if y is None:
-            bad = next(r[t] for r in rows if _safe_float(r[t]) is None)
-            numeric = [
-                h for i, h in enumerate(header) if _numeric([r[i] for r in rows]) is not None
-            ]
-            raise ConfigError(
-                f"data.target={self.target} in {self.describe_source()} is not numeric (it holds "
-                f"{bad!r}); regression needs a number to predict. Numeric columns: "
-                f"{', '.join(numeric) or 'none'}"
-            )
+        y, classes = self.read_targets(header, rows)
         present = ~np.isnan(y)
         if not present.all():
             log.warning(
@@ -147,10 +135,6 @@ class TabularDataModule(ArrayDataModule):
             )
             rows = [r for r, keep in zip(rows, present, strict=True) if keep]
             y = y[present]
-        if self.log_target and (y <= 0).any():
-            raise ConfigError(
-                f"data.log_target=true needs {self.target} > 0, but its minimum is {y.min():g}"
-            )
         # The same seeded test-then-validation split the base class makes, on row indices, so
         # the feature pipeline and the target scale can be fitted on the training rows alone.
         g = torch.Generator().manual_seed(self.seed)
@@ -161,19 +145,12 @@ class TabularDataModule(ArrayDataModule):
         if not features:
             raise ConfigError(f"{self.describe_source()}: no feature columns are left")
         x = self._fit_features(header, rows, features, train.numpy())
-        y_model = np.log(y) if self.log_target else y
-        mean, std = 0.0, 1.0
-        if self.standardize_target:
-            mean = float(y_model[train].mean())
-            std = float(y_model[train].std()) or 1.0
-        if self.standardize_target or self.log_target:
-            self.target_scale = TargetScale(mean, std, self.log_target)
-        y_t = torch.from_numpy((y_model - mean) / std).float()
+        y_t = self.target_tensor(y, train.numpy())
         x_t = torch.from_numpy(x).float()
         splits = {
             name: (x_t[i], y_t[i]) for name, i in (("train", train), ("val", val), ("test", test))
         }
-        return splits, ()
+        return splits, classes
 
     def _check_columns(self, header: list[str]) -> None:
         cols = ", ".join(header)
@@ -248,6 +225,66 @@ class TabularDataModule(ArrayDataModule):
         return out
 
 
+class TabularDataModule(TableDataModule):
+    """Regression on a table: predicts the numeric `target` column from the others (see
+    TableDataModule for the features).
+
+    Args:
+        log_target: train on log(target) (targets must be > 0); the metric of Kaggle's house
+            price competition is the RMSE of log prices.
+        standardize_target: train on (target − mean) / std with training-split statistics.
+    """
+
+    task = "regression"
+
+    def __init__(
+        self,
+        target: str,
+        log_target: bool = False,
+        standardize_target: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(target=target, **kwargs)
+        self.log_target, self.standardize_target = log_target, standardize_target
+        self.target_scale: TargetScale | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.spec is not None and self.spec.target_scale != self.target_scale:
+            self.spec = replace(self.spec, target_scale=self.target_scale)
+
+    def read_targets(self, header: list[str], rows: list[Row]) -> tuple[np.ndarray, Classes]:
+        t = header.index(self.target)
+        y = _numeric([r[t] for r in rows])
+        if y is None:
+            bad = next(r[t] for r in rows if _safe_float(r[t]) is None)
+            numeric = [
+                h for i, h in enumerate(header) if _numeric([r[i] for r in rows]) is not None
+            ]
+            raise ConfigError(
+                f"data.target={self.target} in {self.describe_source()} is not numeric (it holds "
+                f"{bad!r}); regression needs a number to predict (data=csv_classification "
+                f"predicts classes). Numeric columns: {', '.join(numeric) or 'none'}"
+            )
+        present = y[~np.isnan(y)]
+        if self.log_target and (present <= 0).any():
+            raise ConfigError(
+                f"data.log_target=true needs {self.target} > 0, but its minimum is "
+                f"{present.min():g}"
+            )
+        return y, ()
+
+    def target_tensor(self, y: np.ndarray, train: np.ndarray) -> torch.Tensor:
+        y_model = np.log(y) if self.log_target else y
+        mean, std = 0.0, 1.0
+        if self.standardize_target:
+            mean = float(y_model[train].mean())
+            std = float(y_model[train].std()) or 1.0
+        if self.standardize_target or self.log_target:
+            self.target_scale = TargetScale(mean, std, self.log_target)
+        return torch.from_numpy((y_model - mean) / std).float()
+
+
 def _safe_float(value: Any) -> float | None:
     try:
         return _as_float(value)
@@ -284,6 +321,49 @@ class HousePricesCSVDataModule(TabularDataModule):
 
     def read_table(self) -> tuple[list[str], list[Row]]:
         return read_csv(self.path)
+
+
+class CSVClassificationDataModule(TableDataModule):
+    """Any CSV file with a header line: predicts the class in column `target` (text or
+    numbers, e.g. species or 0/1) from the others, as a softmax over the classes found (see
+    TableDataModule for the features). Classes are the distinct target values, sorted
+    (numerically when they are all numbers).
+
+    Args:
+        path: the CSV file.
+    """
+
+    task = "multiclass"
+
+    def __init__(self, path: str | Path, target: str, **kwargs: Any) -> None:
+        super().__init__(target=target, **kwargs)
+        if not path:
+            raise ConfigError("data.path must name a CSV file, e.g. data.path=iris.csv")
+        self.path = Path(path).expanduser()
+
+    def describe_source(self) -> str:
+        return str(self.path)
+
+    def read_table(self) -> tuple[list[str], list[Row]]:
+        return read_csv(self.path)
+
+    def read_targets(self, header: list[str], rows: list[Row]) -> tuple[np.ndarray, Classes]:
+        t = header.index(self.target)
+        cells = [str(r[t]).strip() for r in rows]
+        values = sorted({c for c in cells if c not in MISSING})
+        if all(_safe_float(v) is not None for v in values):
+            values.sort(key=float)
+        if len(values) < 2:
+            raise ConfigError(
+                f"data.target={self.target} in {self.describe_source()} holds "
+                f"{len(values)} class ({', '.join(values)}); classification needs at least two"
+            )
+        index = {v: i for i, v in enumerate(values)}
+        y = np.array([index.get(c, np.nan) for c in cells], dtype=np.float64)
+        return y, tuple(values)
+
+    def target_tensor(self, y: np.ndarray, train: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y.astype(np.int64))
 
 
 # -- Ames (Kaggle "House Prices: Advanced Regression Techniques") ------------------------------
