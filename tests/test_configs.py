@@ -114,3 +114,22 @@ def test_every_option_composes_with_every_other_unless_the_task_forbids_it(make_
         else:
             with pytest.raises(ConfigError):
                 validate(cfg)
+
+
+def test_the_readme_documents_every_group_and_option():
+    """Each folder of configs/ has a row in README.md's table of config groups, naming every
+    option (YAML file) of the folder in backticks."""
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in (CONFIG_DIR.parent / "README.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
+    missing = []
+    for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
+        row = rows.get(group.name, "")
+        missing += [
+            f"{group.name}={option.stem}"
+            for option in sorted(group.glob("*.yaml"))
+            if f"`{option.stem}`" not in row
+        ]
+    assert not missing, f"not in README.md's config-group table: {', '.join(missing)}"
