@@ -303,17 +303,13 @@ def _feature_name(name: str, columns: list[str]) -> str:
     return rest or prefix
 
 
-class HousePricesCSVDataModule(TabularDataModule):
-    """Any CSV file with a header line: predicts the numeric column `target` from the others.
+class CSVFile:
+    """The table of a TableDataModule read from a CSV file with a header line (`path`)."""
 
-    Args:
-        path: the CSV file.
-    """
-
-    def __init__(self, path: str | Path, target: str, **kwargs: Any) -> None:
-        super().__init__(target=target, **kwargs)
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if not path:
-            raise ConfigError("data.path must name a CSV file, e.g. data.path=my_houses.csv")
+            raise ConfigError("data.path must name a CSV file, e.g. data.path=my_table.csv")
         self.path = Path(path).expanduser()
 
     def describe_source(self) -> str:
@@ -323,29 +319,19 @@ class HousePricesCSVDataModule(TabularDataModule):
         return read_csv(self.path)
 
 
-class CSVClassificationDataModule(TableDataModule):
-    """Any CSV file with a header line: predicts the class in column `target` (text or
+class HousePricesCSVDataModule(CSVFile, TabularDataModule):
+    """Any CSV file with a header line (`path`): predicts the numeric column `target` from the
+    others."""
+
+
+class CSVClassificationDataModule(CSVFile, TableDataModule):
+    """Any CSV file with a header line (`path`): predicts the class in column `target` (text or
     numbers, e.g. species or 0/1) from the others, as a softmax over the classes found (see
     TableDataModule for the features). Classes are the distinct target values, sorted
     (numerically when they are all numbers).
-
-    Args:
-        path: the CSV file.
     """
 
     task = "multiclass"
-
-    def __init__(self, path: str | Path, target: str, **kwargs: Any) -> None:
-        super().__init__(target=target, **kwargs)
-        if not path:
-            raise ConfigError("data.path must name a CSV file, e.g. data.path=iris.csv")
-        self.path = Path(path).expanduser()
-
-    def describe_source(self) -> str:
-        return str(self.path)
-
-    def read_table(self) -> tuple[list[str], list[Row]]:
-        return read_csv(self.path)
 
     def read_targets(self, header: list[str], rows: list[Row]) -> tuple[np.ndarray, Classes]:
         t = header.index(self.target)
