@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.config import ConfigError, _choice
+from nnlab.config import ConfigError, picked_option
 
 T = TypeVar("T")
 
 
 def check_components(cfg: DictConfig, task: str) -> None:
-    """Every check above and below, component by component, in the order a run builds them."""
+    """The checks of this module on the data, model, activation, init, loss, optimizer,
+    scheduler and Trainer configs, in the order a run builds them."""
     check_arguments(cfg.data, "data")
     check_built(cfg, "data", lambda: _instantiate(cfg.data))
     check_registries(cfg, task)
@@ -276,7 +277,7 @@ def check_built(
         if label is None:
             node = cfg.get(group)
             target = str(node.get("_target_") or node.get("name")) if node else group
-            label = f"{group}={_choice(cfg, group, target)}"
+            label = f"{group}={picked_option(cfg, group, target)}"
         raise ConfigError(f"{label}: {cause}") from None
 
 

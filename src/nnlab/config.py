@@ -57,7 +57,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _choice(cfg: DictConfig, group: str, fallback: str) -> str:
+def picked_option(cfg: DictConfig, group: str, fallback: str) -> str:
     """The option name a user picked for `group` (for messages), when Hydra knows it."""
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -122,11 +122,11 @@ def validate(cfg: DictConfig) -> str:
     from nnlab.nn.losses import resolve_name
 
     task = data_task(cfg.data)
-    data_name = _choice(cfg, "data", cfg.data._target_.rsplit(".", 1)[-1])
+    data_name = picked_option(cfg, "data", cfg.data._target_.rsplit(".", 1)[-1])
     model_target = cfg.model.get("_target_")
     model_tasks = getattr(get_class(model_target), "tasks", None) if model_target else None
     if model_tasks is not None and task not in model_tasks:
-        model_name = _choice(cfg, "model", model_target)
+        model_name = picked_option(cfg, "model", model_target)
         raise ConfigError(
             f"model={model_name} cannot train data={data_name} (a {task} task); it trains "
             f"{', '.join(model_tasks)} tasks. Pick another model (linear, mlp) or another data set."
