@@ -199,7 +199,7 @@ class ImageFolderDataModule(RemoteDataModule):
         if root is None and self.needs_root:
             raise ConfigError(
                 "data.root must name your image folder (one sub-folder per class), "
-                "e.g. data.root=~/pictures/flowers"
+                "e.g. data.root=$HOME/pictures/flowers"
             )
         self.root = Path(root).expanduser() if root else None
         self.image_size, self.grayscale = image_size, grayscale
