@@ -1,4 +1,5 @@
-"""The speed benchmark runs end to end on the CPU and reports every path it times."""
+"""The benchmarks run end to end on the CPU: the speed benchmark reports every path it times,
+the epoch-boundary benchmark its boundaries."""
 
 from __future__ import annotations
 
@@ -27,3 +28,15 @@ def test_speed_benchmark_times_every_cpu_path_in_interleaved_rounds(tmp_path, ca
         assert min(run["rounds"][path]) <= run["rates"][path] <= max(run["rounds"][path])
     table = capsys.readouterr().out
     assert "| default | 64 |" in table and "nnlab/bare" in table
+
+
+@pytest.mark.slow
+def test_epoch_boundary_benchmark_times_the_boundaries(capsys):
+    path = BENCHMARK.with_name("epoch_boundary.py")
+    spec = importlib.util.spec_from_file_location("epoch_boundary_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = "--device cpu --speed max --n-train 512 --batch-size 128 --epochs 9"
+    result = bench.main(args.split())
+    assert 0 < result["median_ms"] <= result["p90_ms"] < 10_000
+    assert "(3 boundaries)" in capsys.readouterr().out  # 8 boundaries, the first 5 left out

@@ -1,0 +1,97 @@
+"""Host time of nnlab's epoch boundary: from the last training batch of an epoch to the first of
+the next, through train.py's Trainer, callbacks and logger (validation off).
+
+    python benchmarks/epoch_boundary.py [--speed max] [--epochs 200] [--n-train 4096]
+
+On a GPU the first host read in the boundary drains the GPU's queue, so at large batch sizes
+(short epochs) most of this time is GPU idle time (docs/speed.md, "The epoch boundary"). Small
+data makes boundaries frequent; the figure is the median over epochs after the first five.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed as bench  # benchmarks/speed.py: the same composed config
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--speed", default="max", choices=["default", "max"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--net", default="mnist", choices=sorted(bench.NETS))
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--n-train", type=int, default=4096, help="training images (per epoch)")
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from nnlab.data.synthetic import SyntheticImagesDataModule
+    from nnlab.run import instantiate_group
+    from nnlab.speed import apply_speed, frozen_heap
+    from nnlab.train import build_module
+
+    device = torch.device(args.device)
+
+    class Boundaries(L.Callback):
+        """Host time from each epoch's last batch end to the next epoch's first batch start
+        (no device sync: on a GPU it is the host's side of the boundary)."""
+
+        def __init__(self) -> None:
+            self.gaps: list[float] = []
+            self.last_end, self.epoch = 0.0, 0
+
+        def on_train_batch_start(self, trainer, *_) -> None:
+            if trainer.current_epoch != self.epoch:
+                self.gaps.append(time.perf_counter() - self.last_end)
+                self.epoch = trainer.current_epoch
+
+        def on_train_batch_end(self, trainer, *_) -> None:
+            self.last_end = time.perf_counter()
+
+    data = SyntheticImagesDataModule(n_train=args.n_train, n_test=256, seed=0)
+    data.setup("fit")
+    data.batch_size = args.batch_size
+    timer = Boundaries()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = bench.compose(args.net, args.batch_size, device, args.speed, out)
+        cfg.trainer.max_epochs = args.epochs
+        apply_speed(cfg)
+        module = build_module(cfg, data.spec)
+        callbacks = [*instantiate_group(cfg.callbacks), timer]
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=instantiate_group(cfg.logger) or False,
+            enable_model_summary=False,
+        )
+        with frozen_heap():  # as train.py fits
+            trainer.fit(module, datamodule=data)
+    gaps = sorted(timer.gaps[5:])
+    result = {
+        "median_ms": statistics.median(gaps) * 1e3,
+        "p90_ms": gaps[int(0.9 * len(gaps))] * 1e3,
+    }
+    print(
+        f"{args.speed} on {device.type}, {args.net} net, batch {args.batch_size}, "
+        f"{args.n_train} images per epoch: epoch boundary median {result['median_ms']:.2f} ms, "
+        f"90th percentile {result['p90_ms']:.2f} ms ({len(gaps)} boundaries)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
