@@ -317,3 +317,20 @@ def test_csv_classes_sorted_numerically_missing_targets_left_out(tmp_path: Path)
     one = CSVClassificationDataModule(path=str(tmp_path / "one.csv"), target="label")
     with pytest.raises(ConfigError, match=r"holds 1 class \(a\); classification needs"):
         one.setup()
+
+
+def test_semicolon_csv_with_decimal_commas_and_an_id_like_column(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spreadsheet's European export: ';' between fields, ',' as the decimal mark, a byte
+    order mark; a text column with a value per row is warned about (one feature per row)."""
+    lines = ["Name;Fare;Sex;Survived"]
+    lines += [f"Person {i};{7 + i % 5},25;{'fm'[i % 2]};{i % 2}" for i in range(60)]
+    (tmp_path / "t.csv").write_bytes(("\n".join(lines) + "\n").encode("utf-8-sig"))
+    dm = CSVClassificationDataModule(path=str(tmp_path / "t.csv"), target="Survived", seed=0)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert dm.numeric_columns == ["Fare"] and dm.text_columns == ["Name", "Sex"]
+    assert "Fare" in dm.feature_names and dm.spec.class_names == ("0", "1")
+    assert "text column Name has 41 distinct values in 41 training rows" in caplog.text
+    assert "data.drop=[Name]" in caplog.text and "column Sex" not in caplog.text

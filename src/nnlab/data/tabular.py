@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 import tarfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -33,18 +34,31 @@ Row = list[Any]
 Classes = tuple[str, ...]
 
 
+# A number written with a decimal comma, e.g. -1,5.
+DECIMAL_COMMA = re.compile(r"^(-?\d+),(\d+)$")
+# Field separators a CSV file may use (commas; semicolons where the comma is the decimal mark).
+DELIMITERS = ",;\t|"
+
+
 def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
-    """The header and the rows of a CSV file with a header line (cells as strings)."""
+    """The header and the rows of a CSV file with a header line (cells as strings); the field
+    separator (comma, semicolon, tab or bar) is found from the header line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.path={path}: no such file")
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        first = f.readline()
+        f.seek(0)
+        # The separator the header line uses most; a one-column header keeps the comma.
+        delimiter = max(DELIMITERS, key=first.count) if any(map(first.count, DELIMITERS)) else ","
+        reader = csv.reader(f, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise ConfigError(f"{path} is empty") from None
         rows = [row for row in reader if row]
+    if delimiter == ";":  # where fields are split by semicolons, the comma is the decimal mark
+        rows = [[DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in row] for row in rows]
     for i, row in enumerate(rows):
         if len(row) != len(header):
             raise ConfigError(
@@ -190,6 +204,18 @@ class TableDataModule(ArrayDataModule):
                 columns.append(np.array([np.nan if c in MISSING else c for c in cells], object))
         table = np.stack(columns, axis=1)
         names = [header[i] for i in features]
+        for j in text:
+            distinct = len(set(table[train, j]))
+            if distinct > max(20, len(train) // 2):
+                log.warning(
+                    "%s: text column %s has %d distinct values in %d training rows (an id or a "
+                    "name?): one feature each; leave it out with data.drop=[%s]",
+                    self.describe_source(),
+                    names[j],
+                    distinct,
+                    len(train),
+                    names[j],
+                )
         self.numeric_columns = [names[j] for j in numeric]
         self.text_columns = [names[j] for j in text]
         pipeline = ColumnTransformer(
