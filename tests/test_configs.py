@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from hydra.errors import MissingConfigException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
@@ -38,6 +39,12 @@ def test_eval_config_composes(make_cfg):
     cfg = make_cfg("ckpt_path=some.ckpt", config_name="eval")
     assert cfg.ckpt_path == "some.ckpt" and cfg.get("data") is None
     assert make_cfg("ckpt_path=x", "data=xor", config_name="eval").data.samples_per_corner > 0
+
+
+def test_eval_refuses_a_data_option_that_does_not_exist(make_cfg):
+    # A misspelt data=<option> once fell back silently to the checkpoint's own data.
+    with pytest.raises(MissingConfigException, match="Could not find 'data/digit'"):
+        make_cfg("ckpt_path=x.ckpt", "data=digit", config_name="eval")
 
 
 def test_config_names_line_up_with_registries():

@@ -264,6 +264,28 @@ def test_eval_takes_another_data_config_and_refuses_one_that_does_not_fit(make_c
         evaluate(make_cfg(ckpt, "data=xor", *QUIET, config_name="eval"))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("+trainer.max_epoch=1",), "trainer.max_epoch is not an option of lightning.pytorch"),
+        (("seed=abc",), "seed must be an int in [0, 4294967295] or null, got 'abc'"),
+        (("data=digits", "+data.foo=1"), "data.foo is not an option of nnlab.data.datasets"),
+        (("data=digits", "data.val_fraction=2"), "data.val_fraction must be in (0, 1), got 2"),
+    ],
+)
+def test_eval_refuses_bad_options_before_loading_anything(
+    make_cfg, monkeypatch, tmp_path, overrides, message
+):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the checkpoint or data was loaded before the options were checked")
+
+    monkeypatch.setattr("nnlab.evaluate.load_module", no_loading)
+    monkeypatch.setattr(ArrayDataModule, "setup", no_loading)
+    cfg = make_cfg(f"ckpt_path={tmp_path / 'any.ckpt'}", *overrides, *QUIET, config_name="eval")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        evaluate(cfg)
+
+
 def test_seed_zero_is_a_seed(make_cfg):
     def run(seed: int) -> float:
         cfg = make_cfg(f"seed={seed}", "trainer.max_epochs=1", *QUIET)

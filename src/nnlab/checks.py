@@ -28,13 +28,13 @@ def check_components(cfg: DictConfig, task: str) -> None:
     """The checks of this module on the data, model, activation, init, loss, optimizer,
     scheduler and Trainer configs, in the order a run builds them."""
     check_arguments(cfg.data, "data")
-    check_built(cfg, "data", lambda: _instantiate(cfg.data))
+    check_built(cfg, "data", lambda: instantiate_config(cfg.data))
     check_registries(cfg, task)
     check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
     check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
     check_accelerator(cfg.trainer.get("accelerator"))
     check_buildable(cfg)
-    check_built(cfg, "trainer", lambda: _quiet_trainer(cfg.trainer))
+    check_built(cfg, "trainer", lambda: quiet_trainer(cfg.trainer))
 
 
 def check_callbacks_and_loggers(cfg: DictConfig) -> None:
@@ -48,7 +48,7 @@ def check_callbacks_and_loggers(cfg: DictConfig) -> None:
                 check_arguments(node, f"{group}.{key}")
                 if group != "logger":
                     label = f"{group}.{key}"
-                    check_built(cfg, group, lambda node=node: _instantiate(node), label)
+                    check_built(cfg, group, lambda node=node: instantiate_config(node), label)
 
 
 def check_arguments(cfg: DictConfig, group: str, passed_in: tuple[str, ...] = ()) -> None:
@@ -212,17 +212,21 @@ def check_buildable(cfg: DictConfig) -> None:
 
     def model() -> Any:
         with torch.device("meta"):
-            return _instantiate(cfg.model, in_features=1, out_features=1)
+            return instantiate_config(cfg.model, in_features=1, out_features=1)
 
     check_built(cfg, "model", model)
     if not cfg.get("optimizer"):
         return
     check_arguments(cfg.optimizer, "optimizer", passed_in=("params",))
     param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = check_built(cfg, "optimizer", lambda: _instantiate(cfg.optimizer)(params=[param]))
-    if cfg.get("scheduler") and optimizer is not None:
+
+    def optimizer() -> Any:
+        return instantiate_config(cfg.optimizer)(params=[param])
+
+    built = check_built(cfg, "optimizer", optimizer)
+    if cfg.get("scheduler") and built is not None:
         check_arguments(cfg.scheduler, "scheduler", passed_in=("optimizer",))
-        check_built(cfg, "scheduler", lambda: _instantiate(cfg.scheduler)(optimizer=optimizer))
+        check_built(cfg, "scheduler", lambda: instantiate_config(cfg.scheduler)(optimizer=built))
 
 
 def check_registries(cfg: DictConfig, task: str) -> None:
@@ -281,13 +285,14 @@ def check_built(
         raise ConfigError(f"{label}: {cause}") from None
 
 
-def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+def instantiate_config(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra's instantiate with plain containers (what every component receives)."""
     from hydra.utils import instantiate
 
     return instantiate(node, **kwargs, _convert_="all")
 
 
-def _quiet_trainer(trainer_cfg: DictConfig) -> Any:
+def quiet_trainer(trainer_cfg: DictConfig) -> Any:
     """The configured Trainer, built and dropped, without its "GPU available" lines (the real
     one prints them)."""
     import logging
@@ -296,6 +301,6 @@ def _quiet_trainer(trainer_cfg: DictConfig) -> Any:
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)
     try:
-        return _instantiate(trainer_cfg, callbacks=[], logger=False)
+        return instantiate_config(trainer_cfg, callbacks=[], logger=False)
     finally:
         lightning_log.setLevel(level)

@@ -147,3 +147,18 @@ def validate(cfg: DictConfig) -> str:
     if ckpt_path and local and not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     return task
+
+
+def validate_eval(cfg: DictConfig) -> None:
+    """eval.py's share of validate(): the seed, the trainer (keys, types, a GPU where asked for,
+    built once) and a data config given with data=<option> (keys, types, built once)."""
+    from nnlab import checks
+
+    if cfg.get("seed") is not None:
+        resolve_seed(cfg.seed)
+    if cfg.get("data"):
+        checks.check_arguments(cfg.data, "data")
+        checks.check_built(cfg, "data", lambda: checks.instantiate_config(cfg.data))
+    checks.check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
+    checks.check_accelerator(cfg.trainer.get("accelerator"))
+    checks.check_built(cfg, "trainer", lambda: checks.quiet_trainer(cfg.trainer))

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.config import ConfigError
+from nnlab.config import ConfigError, validate_eval
 from nnlab.run import (
     hydra_choices,
     print_metrics,
@@ -48,6 +48,9 @@ def with_local_data_dir(data_cfg: dict[str, Any], data_dir: str) -> dict[str, An
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Tests the checkpoint `cfg.ckpt_path` on its data (or `cfg.data`), writes results.json;
+    returns the test metrics."""
+    validate_eval(cfg)
     setup_console()
     module = load_module(cfg.ckpt_path)
     if cfg.get("data"):
