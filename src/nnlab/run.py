@@ -36,6 +36,9 @@ def silence_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # In-memory loaders need no worker processes: the hint is for DataLoaders.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # nnlab logs per epoch, never per step, so an epoch shorter than log_every_n_steps loses
+    # nothing (Lightning warns on every small data set).
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
 def seed_everything(seed: int | None) -> None:

@@ -386,7 +386,10 @@ class TaskModule(L.LightningModule):
             return optimizer
         scheduler = instantiate(hp.scheduler, _convert_="all")(optimizer=optimizer)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        # Lightning steps a plateau scheduler on this metric; with manual optimization
+        # on_train_epoch_end does (and Lightning warns about an unused monitor).
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if plateau and self.automatic_optimization:
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
 
