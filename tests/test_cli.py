@@ -29,7 +29,10 @@ def test_cfg_job_prints_the_config_without_training(tmp_path):
 
 
 def test_train_writes_results_and_eval_reproduces_the_test_metrics(tmp_path):
-    run_script("train.py", *FAST, cwd=tmp_path)
+    proc = run_script("train.py", *FAST, cwd=tmp_path)
+    console = proc.stdout + proc.stderr
+    # Lightning's lines once each (config checks build a Trainer too), its advertisement never.
+    assert console.count("GPU available:") == 1 and "litlogger" not in console
     run = only_run_dir(tmp_path / "logs")
     results = json.loads((run / "results.json").read_text())
     assert Path(results["ckpt_path"]).is_file()

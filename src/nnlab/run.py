@@ -24,10 +24,21 @@ from rich.table import Table
 def setup_console() -> None:
     """One clean console: `import lightning` gives its logger a handler of its own, but under
     Hydra the root logger already prints (and writes the run's log file), so every line would
-    show twice; and known-harmless warnings are silenced."""
+    show twice; known-harmless warnings are silenced, and Lightning's advertisement for its
+    cloud logger (printed by every Trainer) is left out."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, NoAdvertisement) for f in rank_zero.filters):
+        rank_zero.addFilter(NoAdvertisement())
     silence_known_warnings()
+
+
+class NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: … try installing litlogger" line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
 
 
 def silence_known_warnings() -> None:
