@@ -73,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with tracking(loggers):  # W&B runs end as finished, or failed if testing raises
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
         log_config(loggers, cfg)
-        metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
+        metrics = scalar_metrics(trainer.test(module, datamodule=datamodule, verbose=False)[0])
         if trainer.is_global_zero:
             write_results(
                 cfg.paths.output_dir,

@@ -100,7 +100,8 @@ def write_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
 
 @rank_zero_only
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
-    table = Table(title=title)
+    """Metrics as a two-column table under `title` (kept on one line)."""
+    table = Table(title=title, min_width=len(title) + 4)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():

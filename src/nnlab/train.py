@@ -102,11 +102,14 @@ def fit_and_test(
     # Read before validate/test: loading a checkpoint restores the callbacks' state saved in it.
     last = last_checkpoint(trainer)
     ckpt = best or None  # no checkpoint (callbacks=none, fast_dev_run): the last weights
-    val_metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt)[0])
+    # verbose=False: print_metrics below shows val and test in one table.
+    val_metrics = scalar_metrics(
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    )
     test_metrics = {}
     if cfg.get("test"):
         test_metrics = scalar_metrics(
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)[0]
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         )
 
     value = val_metrics.get(cfg.optimized_metric)
