@@ -286,6 +286,27 @@ def test_eval_refuses_bad_options_before_loading_anything(
         evaluate(cfg)
 
 
+def test_resuming_needs_the_checkpoints_network_optimizer_and_data(make_cfg, monkeypatch):
+    first = make_cfg("trainer.max_epochs=1", *QUIET)
+    train(first)
+    last = f"ckpt_path={read_results(first)['last_ckpt_path']}"
+    # Training on: more epochs, another init (resumed weights are not initialized), another lr.
+    more = make_cfg(last, "trainer.max_epochs=2", "init=kaiming", "optimizer.lr=0.01", *QUIET)
+    train(more)
+    assert read_results(more)["epochs"] == 2
+    with pytest.raises(ConfigError, match=r"data with \{'task': 'multiclass'.*gives \{'task'"):
+        train(make_cfg(last, "data=xor", "trainer.max_epochs=2", *QUIET))
+    # What cannot resume is refused before any data loads.
+    monkeypatch.setattr(ArrayDataModule, "setup", lambda *a: pytest.fail("data was loaded"))
+    for overrides, message in (
+        (("model.hidden_sizes=[32]",), "model.hidden_sizes=[128, 64], this run has [32]"),
+        (("activation=tanh",), "model.activation={'name': 'relu'}, this run has {'name'"),
+        (("optimizer=sgd",), "optimizer._target_='torch.optim.Adam', this run has 'torch.opt"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train(make_cfg(last, "trainer.max_epochs=2", *overrides, *QUIET))
+
+
 def test_seed_zero_is_a_seed(make_cfg):
     def run(seed: int) -> float:
         cfg = make_cfg(f"seed={seed}", "trainer.max_epochs=1", *QUIET)

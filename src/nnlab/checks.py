@@ -188,6 +188,48 @@ def _flatten(hint: Any) -> list[Any]:
     return [hint]
 
 
+def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:
+    """Refuses to resume from a checkpoint whose network or optimizer differ from this run's
+    configs (Lightning would fail loading the weights or the optimizer state, or go on with
+    another network); `init` is not compared, since resumed weights are not initialized.
+    Returns the checkpoint's saved hyperparameters."""
+    import torch
+
+    from nnlab.tasks.base import module_class_path
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    module_class_path(checkpoint)  # refuses a checkpoint not written by nnlab
+    saved = checkpoint.get("hyper_parameters", {})
+    current = OmegaConf.to_container(cfg, resolve=True)
+    for group in ("model", "optimizer"):
+        old, new = dict(saved.get(group) or {}), dict(current.get(group) or {})
+        if group == "optimizer":  # options such as lr may change; the optimizer may not
+            old, new = {"_target_": old.get("_target_")}, {"_target_": new.get("_target_")}
+        old.pop("init", None), new.pop("init", None)
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                raise ConfigError(
+                    f"ckpt_path={ckpt_path} was trained with {group}.{key}={old.get(key)!r}, "
+                    f"this run has {new.get(key)!r}: resume with the checkpoint's {group}, or "
+                    "start a new run (ckpt_path=null)"
+                )
+    return saved
+
+
+def check_resume_data(ckpt_path: str, spec: dict[str, Any]) -> None:
+    """Refuses to resume from a checkpoint trained on data of another shape or task (`spec`,
+    this run's DataSpec as a dict), naming both."""
+    import torch
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = checkpoint.get("hyper_parameters", {}).get("spec")
+    if saved is not None and saved != spec:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was trained on data with {saved}; this run's data gives "
+            f"{spec}: resume on the same data, or start a new run (ckpt_path=null)"
+        )
+
+
 def check_accelerator(accelerator: Any) -> None:
     """Refuses a GPU accelerator where torch sees no CUDA GPU, saying why that may be (a CPU
     build of torch is the usual reason)."""

@@ -144,8 +144,10 @@ def validate(cfg: DictConfig) -> str:
     ckpt_path = cfg.get("ckpt_path")
     # Lightning's own names ("last", ...) and remote URLs are Lightning's to resolve.
     local = ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in str(ckpt_path)
-    if ckpt_path and local and not os.path.isfile(ckpt_path):
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+    if ckpt_path and local:
+        if not os.path.isfile(ckpt_path):
+            raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+        checks.check_resume(cfg, ckpt_path)
     return task
 
 

@@ -4,6 +4,7 @@ checkpoint, and write results.json. train.py at the repository root calls `train
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
@@ -52,7 +53,7 @@ def train(cfg: DictConfig) -> float | None:
         cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
     task = validate(cfg)
 
-    from nnlab.checks import check_callbacks_and_loggers
+    from nnlab.checks import check_callbacks_and_loggers, check_resume_data
     from nnlab.run import instantiate_group, seed_everything, setup_console
     from nnlab.speed import apply_speed
     from nnlab.tasks.base import metric_mode
@@ -75,6 +76,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)
     module.check_monitor(cfg.optimized_metric)
+    if cfg.get("ckpt_path") and os.path.isfile(cfg.ckpt_path):
+        check_resume_data(cfg.ckpt_path, module.hparams.spec)
     log.info("task=%s spec=%s", task, datamodule.spec)
 
     # The diagnostics group adds callbacks too (activation/gradient statistics, plots).
