@@ -286,14 +286,17 @@ def test_eval_refuses_bad_options_before_loading_anything(
         evaluate(cfg)
 
 
-def test_resuming_needs_the_checkpoints_network_optimizer_and_data(make_cfg, monkeypatch):
+def test_resuming_needs_the_checkpoints_network_optimizer_and_data(make_cfg, monkeypatch, caplog):
     first = make_cfg("trainer.max_epochs=1", *QUIET)
     train(first)
     last = f"ckpt_path={read_results(first)['last_ckpt_path']}"
     # Training on: more epochs, another init (resumed weights are not initialized), another lr.
     more = make_cfg(last, "trainer.max_epochs=2", "init=kaiming", "optimizer.lr=0.01", *QUIET)
-    train(more)
+    with caplog.at_level("WARNING"):
+        train(more)
     assert read_results(more)["epochs"] == 2
+    # Lightning restores the optimizer's state: the lr stays the checkpoint's, and is said so.
+    assert "optimizer.lr as saved in it (0.001), not as configured (0.01)" in caplog.text
     with pytest.raises(ConfigError, match=r"data with \{'task': 'multiclass'.*gives \{'task'"):
         train(make_cfg(last, "data=xor", "trainer.max_epochs=2", *QUIET))
     # What cannot resume is refused before any data loads.

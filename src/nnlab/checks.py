@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnlab.config import ConfigError, picked_option
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def check_components(cfg: DictConfig, task: str) -> None:
@@ -203,7 +205,18 @@ def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:
     current = OmegaConf.to_container(cfg, resolve=True)
     for group in ("model", "optimizer"):
         old, new = dict(saved.get(group) or {}), dict(current.get(group) or {})
-        if group == "optimizer":  # options such as lr may change; the optimizer may not
+        if group == "optimizer":
+            # Lightning restores the optimizer's state, learning rate included, so other
+            # options would be ignored: said, not refused.
+            changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            if changed and old.get("_target_") == new.get("_target_"):
+                log.warning(
+                    "resuming restores the checkpoint's optimizer state: %s as saved in it "
+                    "(%s), not as configured (%s)",
+                    ", ".join(f"optimizer.{k}" for k in changed),
+                    ", ".join(f"{old.get(k)!r}" for k in changed),
+                    ", ".join(f"{new.get(k)!r}" for k in changed),
+                )
             old, new = {"_target_": old.get("_target_")}, {"_target_": new.get("_target_")}
         old.pop("init", None), new.pop("init", None)
         for key in sorted(set(old) | set(new)):
