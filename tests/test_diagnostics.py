@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics, find_layers, output
+from nnlab.callbacks.predictions import as_images
 from nnlab.evaluate import load_module
 from nnlab.nn.activations import Maxout
 from nnlab.nn.networks import MLP, Perceptron
@@ -299,3 +300,11 @@ def test_a_graph_captured_step_is_not_hooked(make_cfg, tmp_path, caplog):
     assert not (tmp_path / output.DIRNAME / "activations.csv").exists()
     assert sum(len(layer.activation._forward_hooks) for layer in diagnostics.layers[:2]) == 0
     assert [r.message for r in caplog.records if "cuda_graph" in r.message]
+
+
+def test_mistake_images_are_stretched_each_and_uniform_ones_shown_grey():
+    x = torch.stack([torch.linspace(-2, 3, 16).reshape(1, 4, 4), torch.full((1, 4, 4), -1.5)])
+    images = as_images(x)
+    assert images.shape == (2, 4, 4)
+    assert images[0].min() == 0.0 and images[0].max() == 1.0
+    assert (images[1] == 0.5).all()  # not black: a uniform picture has no range to stretch

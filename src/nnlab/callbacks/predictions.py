@@ -68,7 +68,8 @@ def as_images(x: torch.Tensor) -> np.ndarray | None:
         return None
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    x = (x - lo) / (hi - lo).clamp_min(1e-8)
+    # A uniform image has no range to stretch: mid-grey, not black.
+    x = torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-8), 0.5)
     images = x.permute(0, 2, 3, 1).numpy()
     return images[..., 0] if images.shape[-1] == 1 else images
 
