@@ -8,12 +8,15 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
+from nnlab.checks import check_callbacks_and_loggers
 from nnlab.config import ConfigError, data_task, validate
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, valid_losses
+from nnlab.tasks.base import metric_mode
+from nnlab.train import module_class
 
 from .conftest import CONFIG_DIR
 
@@ -33,6 +36,37 @@ def test_every_option_composes(make_cfg, group, option):
     assert cfg.get(group) is not None or group in ("experiment", "debug", "scheduler", "logger")
     # Resolving every interpolation catches typos such as ${trainer.max_epoch}.
     OmegaConf.to_container(cfg, resolve=True)
+
+
+# What some options need from the command line, and the options that need a GPU.
+REQUIRED = {
+    "house_prices_csv": ("data.path=houses.csv", "data.target=price"),
+    "csv_classification": ("data.path=iris.csv", "data.target=species"),
+    "image_folder": ("data.root=pictures",),
+}
+NEEDS_GPU = {("trainer", "gpu"), ("trainer", "ddp")}
+# Options that the default data (digits, multiclass) cannot take, with data that can.
+OTHER_TASK = {
+    "mse": "data=linear_regression",
+    "l1": "data=linear_regression",
+    "huber": "data=linear_regression",
+    "bce_with_logits": "data=xor",
+    "perceptron": "data=xor",
+}
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_passes_the_config_checks(make_cfg, group, option):
+    """The checks that run before data loads accept every shipped option: no false alarms."""
+    if (group, option) in NEEDS_GPU and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    data = [OTHER_TASK[option]] if option in OTHER_TASK else []
+    cfg = make_cfg(f"{group}={option}", *REQUIRED.get(option, ()), *data)
+    task = validate(cfg)
+    with open_dict(cfg):
+        cfg.optimized_metric = cfg.optimized_metric or module_class(cfg, task).monitor
+        cfg.optimized_mode = cfg.optimized_mode or metric_mode(cfg.optimized_metric)
+    check_callbacks_and_loggers(cfg)
 
 
 def test_eval_config_composes(make_cfg):
@@ -98,13 +132,8 @@ def test_every_option_composes_with_every_other_unless_the_task_forbids_it(make_
     """data × model × loss: validation accepts exactly the combinations the task allows."""
     base = make_cfg()
     # The data options whose files must be named on the command line.
-    required = {
-        "house_prices_csv": ("data.path=houses.csv", "data.target=price"),
-        "csv_classification": ("data.path=iris.csv", "data.target=species"),
-        "image_folder": ("data.root=pictures",),
-    }
     composed = {
-        group: {o: make_cfg(f"{group}={o}", *required.get(o, ()))[group] for o in options(group)}
+        group: {o: make_cfg(f"{group}={o}", *REQUIRED.get(o, ()))[group] for o in options(group)}
         for group in ("data", "model", "loss")
     }
     for data, model, loss in itertools.product(*(composed[g] for g in ("data", "model", "loss"))):
