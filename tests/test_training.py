@@ -310,6 +310,14 @@ def test_resuming_needs_the_checkpoints_network_optimizer_and_data(make_cfg, mon
             train(make_cfg(last, "trainer.max_epochs=2", *overrides, *QUIET))
 
 
+def test_a_file_that_is_no_checkpoint_is_named(make_cfg, tmp_path):
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    for config_name in ("train", "eval"):
+        cfg = make_cfg(f"ckpt_path={tmp_path / 'notes.ckpt'}", *QUIET, config_name=config_name)
+        with pytest.raises(ConfigError, match=r"notes\.ckpt is not a readable checkpoint"):
+            (train if config_name == "train" else evaluate)(cfg)
+
+
 def test_seed_zero_is_a_seed(make_cfg):
     def run(seed: int) -> float:
         cfg = make_cfg(f"seed={seed}", "trainer.max_epochs=1", *QUIET)

@@ -190,16 +190,26 @@ def _flatten(hint: Any) -> list[Any]:
     return [hint]
 
 
+def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A checkpoint file's contents, memory-mapped (tensors are not read unless used); a file
+    that is not a checkpoint is a ConfigError naming it."""
+    import torch
+
+    try:
+        return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # truncated, not a torch file, or pickled objects
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {e}") from None
+
+
 def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:
     """Refuses to resume from a checkpoint whose network or optimizer differ from this run's
     configs (Lightning would fail loading the weights or the optimizer state, or go on with
     another network); `init` is not compared, since resumed weights are not initialized.
     Returns the checkpoint's saved hyperparameters."""
-    import torch
 
     from nnlab.tasks.base import module_class_path
 
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(ckpt_path)
     module_class_path(checkpoint)  # refuses a checkpoint not written by nnlab
     saved = checkpoint.get("hyper_parameters", {})
     current = OmegaConf.to_container(cfg, resolve=True)
@@ -232,10 +242,8 @@ def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:
 def check_resume_data(ckpt_path: str, spec: dict[str, Any]) -> None:
     """Refuses to resume from a checkpoint trained on data of another shape or task (`spec`,
     this run's DataSpec as a dict), naming both."""
-    import torch
 
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = checkpoint.get("hyper_parameters", {}).get("spec")
+    saved = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("spec")
     if saved is not None and saved != spec:
         raise ConfigError(
             f"ckpt_path={ckpt_path} was trained on data with {saved}; this run's data gives "

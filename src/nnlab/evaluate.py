@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.checks import read_checkpoint
 from nnlab.config import ConfigError, validate_eval
 from nnlab.run import (
     hydra_choices,
@@ -31,8 +31,7 @@ def load_module(ckpt_path: str | Path) -> TaskModule:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    cls = get_class(module_class_path(checkpoint))
+    cls = get_class(module_class_path(read_checkpoint(str(path))))
     return cls.load_from_checkpoint(path, map_location="cpu")
 
 
