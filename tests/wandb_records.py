@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,24 @@ class OfflineRun:
     artifacts: list[Any] = field(default_factory=list)  # ArtifactRecords: type, name, manifest
 
 
-def read_run(run_dir: Path) -> OfflineRun:
-    """The run in an `offline-run-*` folder."""
+def read_run(run_dir: Path, timeout: float = 30.0) -> OfflineRun:
+    """The finished run in an `offline-run-*` folder. wandb's service process writes the file
+    and `finish()` can return before its last writes land (seen on a loaded 2-core machine), so
+    this waits up to `timeout` seconds for the run's exit record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = _parse_run(run_dir)
+        except ValueError:  # a record still being written fails its checksum
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if result.exit_code is not None or time.monotonic() > deadline:
+                return result
+        time.sleep(0.2)
+
+
+def _parse_run(run_dir: Path) -> OfflineRun:
     (path,) = Path(run_dir).glob("run-*.wandb")
     result = OfflineRun()
     for record in records(path):
