@@ -334,3 +334,20 @@ def test_semicolon_csv_with_decimal_commas_and_an_id_like_column(
     assert "Fare" in dm.feature_names and dm.spec.class_names == ("0", "1")
     assert "text column Name has 41 distinct values in 41 training rows" in caplog.text
     assert "data.drop=[Name]" in caplog.text and "column Sex" not in caplog.text
+
+
+def test_windows_1252_csv_and_tiny_tables(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A spreadsheet's non-UTF-8 export is read (with a warning); ten rows still give two or
+    more per split (R² needs two); four rows leave 2 after the test split, too few to split
+    again, and are refused with what to change."""
+    lines = ["name,café,price"] + [f"{c},{i},{100 * i}" for i, c in enumerate("ABCDEFGHIJ", 1)]
+    (tmp_path / "t.csv").write_bytes(("\n".join(lines) + "\n").encode("cp1252"))
+    dm = HousePricesCSVDataModule(path=str(tmp_path / "t.csv"), target="price", seed=0)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert "is not UTF-8" in caplog.text and "café" in dm.numeric_columns
+    assert sorted(len(y) for _, y in dm.splits.values()) == [2, 2, 6]
+    (tmp_path / "four.csv").write_text("x,price\n1,1\n2,2\n3,3\n4,4\n")
+    tiny = HousePricesCSVDataModule(path=str(tmp_path / "four.csv"), target="price")
+    with pytest.raises(ConfigError, match="of only 2 samples and keep 2 on each side"):
+        tiny.setup()

@@ -194,11 +194,15 @@ class ArrayDataModule(L.LightningDataModule):
 
 
 def _split(data: Split, fraction: float, g: torch.Generator) -> tuple[Split, Split]:
-    """A seeded random split into (1 − fraction, fraction) parts."""
+    """A seeded random split into (1 − fraction, fraction) parts, each of 2 samples or more."""
     x, y = data
-    n_held = max(1, round(len(x) * fraction))
-    if n_held >= len(x):
-        raise ConfigError(f"cannot hold out {fraction:.0%} of only {len(x)} samples")
+    # Two at least on each side: metrics such as R² are undefined on one sample.
+    n_held = max(2, round(len(x) * fraction))
+    if len(x) - n_held < 2:
+        raise ConfigError(
+            f"cannot hold out {fraction:.0%} of only {len(x)} samples and keep 2 on each side: "
+            "use more data, or change data.val_fraction / data.test_fraction"
+        )
     order = torch.randperm(len(x), generator=g)
     keep, held = order[n_held:], order[:n_held]
     return (x[keep], y[keep]), (x[held], y[held])

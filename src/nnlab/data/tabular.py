@@ -42,21 +42,25 @@ DELIMITERS = ",;\t|"
 
 def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
     """The header and the rows of a CSV file with a header line (cells as strings); the field
-    separator (comma, semicolon, tab or bar) is found from the header line."""
+    separator (comma, semicolon, tab or bar) is found from the header line, and a file that is
+    not UTF-8 is read as Windows-1252 (what spreadsheets export elsewhere), with a warning."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.path={path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
-        f.seek(0)
-        # The separator the header line uses most; a one-column header keeps the comma.
-        delimiter = max(DELIMITERS, key=first.count) if any(map(first.count, DELIMITERS)) else ","
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ConfigError(f"{path} is empty") from None
-        rows = [row for row in reader if row]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        log.warning("%s is not UTF-8 (%s): read as Windows-1252", path, e.reason)
+        text = path.read_bytes().decode("cp1252", errors="replace")
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        raise ConfigError(f"{path} is empty")
+    # The separator the header line uses most; a one-column header keeps the comma.
+    first = lines[0]
+    delimiter = max(DELIMITERS, key=first.count) if any(map(first.count, DELIMITERS)) else ","
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
+    rows = [row for row in reader if row]
     if delimiter == ";":  # where fields are split by semicolons, the comma is the decimal mark
         rows = [[DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in row] for row in rows]
     for i, row in enumerate(rows):
