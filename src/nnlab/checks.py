@@ -1,4 +1,6 @@
-"""Checks of a composed config before any data loads (called by nnlab.config.validate).
+"""Checks of a composed config before any data loads. nnlab.config.validate calls most;
+nnlab.train calls the callback checks (once optimized_metric is filled in) and the resume
+checks (reading the checkpoint once for the checks before and after the data loads).
 
 Every component config is checked against the constructor it goes to: keys the constructor
 does not take (with the closest valid one) and values of the wrong type for its annotations
@@ -204,50 +206,46 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
 def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:
     """Refuses to resume from a checkpoint whose network or optimizer differ from this run's
     configs (Lightning would fail loading the weights or the optimizer state, or go on with
-    another network); `init` is not compared, since resumed weights are not initialized.
-    Returns the checkpoint's saved hyperparameters."""
-
+    another network); `init` is not compared, since resumed weights are not initialized. Other
+    optimizer options (lr) are warned about: Lightning restores the saved optimizer state.
+    Returns the checkpoint's saved hyperparameters (its data spec for check_resume_data)."""
     from nnlab.tasks.base import module_class_path
 
     checkpoint = read_checkpoint(ckpt_path)
     module_class_path(checkpoint)  # refuses a checkpoint not written by nnlab
     saved = checkpoint.get("hyper_parameters", {})
     current = OmegaConf.to_container(cfg, resolve=True)
-    for group in ("model", "optimizer"):
-        old, new = dict(saved.get(group) or {}), dict(current.get(group) or {})
-        if group == "optimizer":
-            # Lightning restores the optimizer's state, learning rate included, so other
-            # options would be ignored: said, not refused.
-            changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-            if changed and old.get("_target_") == new.get("_target_"):
-                log.warning(
-                    "resuming restores the checkpoint's optimizer state: %s as saved in it "
-                    "(%s), not as configured (%s)",
-                    ", ".join(f"optimizer.{k}" for k in changed),
-                    ", ".join(f"{old.get(k)!r}" for k in changed),
-                    ", ".join(f"{new.get(k)!r}" for k in changed),
-                )
-            old, new = {"_target_": old.get("_target_")}, {"_target_": new.get("_target_")}
-        old.pop("init", None), new.pop("init", None)
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                raise ConfigError(
-                    f"ckpt_path={ckpt_path} was trained with {group}.{key}={old.get(key)!r}, "
-                    f"this run has {new.get(key)!r}: resume with the checkpoint's {group}, or "
-                    "start a new run (ckpt_path=null)"
-                )
+    old_model, new_model = dict(saved.get("model") or {}), dict(current.get("model") or {})
+    old_opt, new_opt = dict(saved.get("optimizer") or {}), dict(current.get("optimizer") or {})
+    old_model.pop("init", None), new_model.pop("init", None)
+    refusals = [("model", k) for k in sorted(set(old_model) | set(new_model))]
+    for group, key in [*refusals, ("optimizer", "_target_")]:
+        old, new = (old_model, new_model) if group == "model" else (old_opt, new_opt)
+        if old.get(key) != new.get(key):
+            raise ConfigError(
+                f"ckpt_path={ckpt_path} was trained with {group}.{key}={old.get(key)!r}, "
+                f"this run has {new.get(key)!r}: resume with the checkpoint's {group}, or "
+                "start a new run (ckpt_path=null)"
+            )
+    changed = [k for k in sorted(set(old_opt) | set(new_opt)) if old_opt.get(k) != new_opt.get(k)]
+    if changed:
+        log.warning(
+            "resuming restores the checkpoint's optimizer state: %s as saved in it (%s), not as "
+            "configured (%s)",
+            ", ".join(f"optimizer.{k}" for k in changed),
+            ", ".join(f"{old_opt.get(k)!r}" for k in changed),
+            ", ".join(f"{new_opt.get(k)!r}" for k in changed),
+        )
     return saved
 
 
-def check_resume_data(ckpt_path: str, spec: dict[str, Any]) -> None:
-    """Refuses to resume from a checkpoint trained on data of another shape or task (`spec`,
-    this run's DataSpec as a dict), naming both."""
-
-    saved = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("spec")
-    if saved is not None and saved != spec:
+def check_resume_data(ckpt_path: str, saved: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Refuses to resume from a checkpoint (`saved`: its hyperparameters, from check_resume)
+    trained on data of another shape or task (`spec`: this run's DataSpec as a dict)."""
+    if saved.get("spec") is not None and saved["spec"] != spec:
         raise ConfigError(
-            f"ckpt_path={ckpt_path} was trained on data with {saved}; this run's data gives "
-            f"{spec}: resume on the same data, or start a new run (ckpt_path=null)"
+            f"ckpt_path={ckpt_path} was trained on data with {saved['spec']}; this run's data "
+            f"gives {spec}: resume on the same data, or start a new run (ckpt_path=null)"
         )
 
 

@@ -41,7 +41,7 @@ def check_speed(speed: DictConfig | dict[str, Any]) -> None:
         if key in speed and speed[key] not in choices:
             fail(key, "one of " + ", ".join("null" if c is None else str(c) for c in choices))
     steps = speed.get("steps_per_batch", "auto")
-    if steps != "auto" and not (_is_int(steps) and steps >= 1):
+    if steps != "auto" and not (is_int(steps) and steps >= 1):
         fail("steps_per_batch", "auto or an int >= 1")
     if not isinstance(speed.get("cuda_graph", False), bool):
         fail("cuda_graph", "true or false")
@@ -49,11 +49,12 @@ def check_speed(speed: DictConfig | dict[str, Any]) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         fail("write_checkpoints_every_s", "a number of seconds >= 0")
     sanity = speed.get("sanity_val_steps")
-    if sanity is not None and not (_is_int(sanity) and sanity >= -1):
+    if sanity is not None and not (is_int(sanity) and sanity >= -1):
         fail("sanity_val_steps", "null, -1 (all) or an int >= 0")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (YAML's true is an int to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -93,7 +94,7 @@ def resolve_seed(seed: Any) -> tuple[int, bool]:
     PL_GLOBAL_SEED (set by seeding, as Lightning does), so all ranks split the data alike.
     """
     if seed is not None:
-        if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        if not is_int(seed) or not 0 <= seed <= MAX_SEED:
             raise ConfigError(f"seed must be an int in [0, {MAX_SEED}] or null, got {seed!r}")
         return seed, False
     if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP process other than the first
@@ -141,14 +142,19 @@ def validate(cfg: DictConfig) -> str:
     if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
         raise ConfigError(f"data.batch_size must be a positive int or 'full', got {batch_size!r}")
     checks.check_components(cfg, task)
-    ckpt_path = cfg.get("ckpt_path")
-    # Lightning's own names ("last", ...) and remote URLs are Lightning's to resolve.
-    local = ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in str(ckpt_path)
-    if ckpt_path and local:
-        if not os.path.isfile(ckpt_path):
-            raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
-        checks.check_resume(cfg, ckpt_path)
+    ckpt_path = local_checkpoint(cfg)
+    if ckpt_path and not os.path.isfile(ckpt_path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     return task
+
+
+def local_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint file a run resumes from, or None: no ckpt_path, or one that Lightning
+    resolves itself (its names such as "last", remote URLs)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path or ckpt_path in LIGHTNING_CKPT_NAMES or "://" in str(ckpt_path):
+        return None
+    return str(ckpt_path)
 
 
 def validate_eval(cfg: DictConfig) -> None:

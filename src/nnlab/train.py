@@ -4,13 +4,12 @@ checkpoint, and write results.json. train.py at the repository root calls `train
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nnlab.config import resolve_seed, validate
+from nnlab.config import local_checkpoint, resolve_seed, validate
 
 if TYPE_CHECKING:
     import lightning as L
@@ -53,7 +52,7 @@ def train(cfg: DictConfig) -> float | None:
         cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
     task = validate(cfg)
 
-    from nnlab.checks import check_callbacks_and_loggers, check_resume_data
+    from nnlab.checks import check_callbacks_and_loggers, check_resume, check_resume_data
     from nnlab.run import instantiate_group, seed_everything, setup_console
     from nnlab.speed import apply_speed
     from nnlab.tasks.base import metric_mode
@@ -63,6 +62,8 @@ def train(cfg: DictConfig) -> float | None:
         cfg.optimized_metric = cfg.get("optimized_metric") or module_class(cfg, task).monitor
         cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
     check_callbacks_and_loggers(cfg)
+    resumed = local_checkpoint(cfg)
+    saved = check_resume(cfg, resumed) if resumed else None
 
     setup_console()
     if drawn:
@@ -76,8 +77,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)
     module.check_monitor(cfg.optimized_metric)
-    if cfg.get("ckpt_path") and os.path.isfile(cfg.ckpt_path):
-        check_resume_data(cfg.ckpt_path, module.hparams.spec)
+    if saved is not None:
+        check_resume_data(resumed, saved, module.hparams.spec)
     log.info("task=%s spec=%s", task, datamodule.spec)
 
     # The diagnostics group adds callbacks too (activation/gradient statistics, plots).

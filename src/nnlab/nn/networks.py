@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nnlab.config import ConfigError
+from nnlab.config import ConfigError, is_int
 from nnlab.nn.activations import Maxout, create_activation, split_config
 from nnlab.nn.init import gain, init_linear
 
@@ -37,7 +37,7 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         act_name, act_options = split_config(activation)
-        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden_sizes):
+        if not all(is_int(h) and h >= 1 for h in hidden_sizes):
             raise ConfigError(f"model.hidden_sizes must be ints >= 1, got {list(hidden_sizes)}")
         if norm is not None and norm not in NORMS:
             raise ConfigError(f"model.norm must be null or one of {', '.join(NORMS)}, got {norm!r}")
