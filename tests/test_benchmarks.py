@@ -39,4 +39,6 @@ def test_epoch_boundary_benchmark_times_the_boundaries(capsys):
     args = "--device cpu --speed max --n-train 512 --batch-size 128 --epochs 9"
     result = bench.main(args.split())
     assert 0 < result["median_ms"] <= result["p90_ms"] < 10_000
+    # The checkpoint comparison reads a value in every boundary, after its start.
+    assert 0 < result["after_read_ms"] < result["median_ms"]
     assert "(3 boundaries)" in capsys.readouterr().out  # 8 boundaries, the first 5 left out

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from nnlab.callbacks.checkpoint import BufferedCheckpoint
@@ -32,6 +33,15 @@ class Regressor(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+class TrainLossRegressor(Regressor):
+    """The Regressor logging its epoch's train loss as train_loss (a run without validation)."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss, on_epoch=True, on_step=False)
+        return loss
 
 
 def loader() -> DataLoader:
@@ -59,16 +69,30 @@ class FailAtEpoch(L.Callback):
             raise RuntimeError("stop here")
 
 
-def fit(folder: Path, write_every_s: float, extra=(), epochs: int = 4, **checkpoint) -> L.Trainer:
+def fit(
+    folder: Path,
+    write_every_s: float | None,
+    extra=(),
+    epochs: int = 4,
+    validate: bool = True,
+    **checkpoint,
+) -> L.Trainer:
+    """Fits the Regressor with best.ckpt (by val/loss, or train_loss without validation) and
+    last.ckpt callbacks: BufferedCheckpoint, or Lightning's ModelCheckpoint for None."""
     L.seed_everything(0, verbose=False)
-    options = {"filename": "best", "monitor": "val/loss", "mode": "min", **checkpoint}
-    callbacks = [
-        BufferedCheckpoint(dirpath=folder, write_every_s=write_every_s, **options),
-        BufferedCheckpoint(dirpath=folder, write_every_s=write_every_s, filename="last"),
-        *extra,
-    ]
+    monitor = "val/loss" if validate else "train_loss"
+    options = {"filename": "best", "monitor": monitor, "mode": "min", **checkpoint}
+    if write_every_s is None:
+        make = ModelCheckpoint
+    else:
+
+        def make(**kwargs):
+            return BufferedCheckpoint(write_every_s=write_every_s, **kwargs)
+
+    callbacks = [make(dirpath=folder, **options), make(dirpath=folder, filename="last"), *extra]
     trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=True)
-    trainer.fit(Regressor(), loader(), loader())
+    module = Regressor() if validate else TrainLossRegressor()
+    trainer.fit(module, loader(), loader() if validate else None)
     return trainer
 
 
@@ -93,6 +117,42 @@ def test_buffered_files_appear_at_the_end_identical_to_immediate_writes(tmp_path
             direct["optimizer_states"][0]["state"][0]["exp_avg"]
         )
     assert load(tmp_path / "buffered" / "last.ckpt")["epoch"] == 3
+
+
+def same(a, b, folders: tuple[Path, Path], where: str = "") -> None:
+    """Asserts two checkpoint objects are equal, paths under folders[0] read as under [1] and
+    BufferedCheckpoint's state keys as ModelCheckpoint's."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        same(list(a), list(b), folders, where)
+        for (key, x), y in zip(a.items(), b.values(), strict=True):
+            same(x, y, folders, f"{where}/{key}")
+    elif isinstance(a, list | tuple):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, folders, f"{where}[{i}]")
+    elif isinstance(a, str):
+        a = a.replace(str(folders[0]), str(folders[1]))
+        assert a.replace("BufferedCheckpoint{", "ModelCheckpoint{") == b, where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["validation", "no-validation"])
+@pytest.mark.parametrize("write_every_s", [0, 3600], ids=["direct", "buffered"])
+def test_files_hold_what_lightnings_model_checkpoint_writes(tmp_path, write_every_s, validate):
+    # One dump shared by best and last, taken before the comparison when buffering: the files
+    # must still be Lightning's, byte for byte in content (callback states included).
+    ours, reference = tmp_path / "ours", tmp_path / "lightning"
+    # mode=max keeps the first epoch as the best (the loss falls): best and last differ.
+    fit(ours, write_every_s, validate=validate, epochs=5, mode="max")
+    fit(reference, None, validate=validate, epochs=5, mode="max")
+    for name in ("best.ckpt", "last.ckpt"):
+        a, b = load(ours / name), load(reference / name)
+        a.pop("pytorch-lightning_version"), b.pop("pytorch-lightning_version")
+        same(a, b, (ours, reference), name)
+    assert (load(ours / "best.ckpt")["epoch"], load(ours / "last.ckpt")["epoch"]) == (0, 4)
 
 
 def test_files_are_written_once_the_interval_has_passed(tmp_path):
@@ -131,3 +191,57 @@ def test_copies_are_independent_and_keep_state_dict_metadata():
     assert not torch.equal(copied["state_dict"]["0.weight"], net[0].weight)
     assert copied["state_dict"]._metadata == state["state_dict"]._metadata
     assert copied["betas"] == (0.9, 0.999) and copied["groups"] == [{"lr": 0.1}]
+
+
+class EpochEndEvents(L.Callback):
+    """Records, from each training epoch's end to the next epoch's first batch, the trainer's
+    checkpoint dumps ("dump") and host reads of tensor values ("read": on a GPU, each waits for
+    the queued steps)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch, self.events, self.recording = monkeypatch, [], False
+        for name in ("__bool__", "item", "__float__"):
+            self._record_reads(name)
+
+    def _record_reads(self, name: str) -> None:
+        read = getattr(torch.Tensor, name)
+
+        def recorded(tensor, *args):
+            if self.recording:
+                self.events[-1].append("read")
+            return read(tensor, *args)
+
+        self.monkeypatch.setattr(torch.Tensor, name, recorded)
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        dump = trainer._checkpoint_connector.dump_checkpoint
+
+        def recorded(*args, **kwargs):
+            self.events[-1].append("dump")
+            return dump(*args, **kwargs)
+
+        self.monkeypatch.setattr(trainer._checkpoint_connector, "dump_checkpoint", recorded)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.events.append([])
+            self.recording = True
+
+    def on_train_batch_start(self, *args) -> None:
+        self.recording = False
+
+
+@pytest.mark.parametrize("mode", ["min", "max"], ids=["improving", "not-improving"])
+def test_best_and_last_share_one_dump_taken_before_the_first_host_read(tmp_path, monkeypatch, mode):
+    events = EpochEndEvents(monkeypatch)
+    fit(tmp_path, 3600, extra=[events], validate=False, epochs=4, mode=mode)
+    assert len(events.events) == 4
+    for epoch_end in events.events:
+        assert epoch_end.count("dump") == 1, epoch_end
+        assert epoch_end.index("dump") < epoch_end.index("read"), epoch_end
+
+
+def test_without_buffering_best_and_last_still_share_one_dump(tmp_path, monkeypatch):
+    events = EpochEndEvents(monkeypatch)
+    fit(tmp_path, 0, extra=[events], validate=False, epochs=4, mode="min")
+    assert [end.count("dump") for end in events.events] == [1, 1, 1, 1]

@@ -1,11 +1,19 @@
-"""Checkpoints written in batches: Lightning's ModelCheckpoint, minus the per-epoch file write.
+"""Checkpoints taken once per moment and written in batches: Lightning's ModelCheckpoint, minus
+the per-epoch file writes and the second dump.
 
 Serializing and writing a checkpoint costs milliseconds (4.2 ms for the MNIST MLP with Adam on a
 CPU core, measured; on a GPU each tensor is also copied to the host first); best and last
 together cost as much as a whole epoch of steps when an epoch is 50 replayed CUDA graphs. Here
-each checkpoint is kept in memory when it is taken (its tensors copied on their own device: no
-host sync, no serialization) and files are written at most every `write_every_s` seconds, and
+each checkpoint can be kept in memory when it is taken (its tensors copied on their own device:
+no host sync, no serialization), files being written at most every `write_every_s` seconds, and
 whenever fitting ends or fails.
+
+Checkpoint callbacks that save at the same moment (best.ckpt and last.ckpt at an epoch's end)
+share one dump of the trainer's state, each with the checkpoint callbacks' own states as they are
+when it is taken: the same contents as separate dumps, at the cost of one. With buffering, the
+dump is taken before the monitored value is compared with the best one: on a GPU that comparison
+is the epoch boundary's first host read, which waits for the queued steps, and the GPU idles
+through whatever host work follows it; the dump then happens while the GPU is still busy.
 """
 
 from __future__ import annotations
@@ -39,25 +47,66 @@ class BufferedCheckpoint(ModelCheckpoint):
         self.write_every_s = write_every_s
         self._pending: dict[str, dict[str, Any]] = {}  # file path -> checkpoint, in order taken
         self._written_at = time.monotonic()
+        # (moment, options) -> the dump taken then, shared with the trainer's other checkpoint
+        # callbacks (see _moment_dump).
+        self._dump: tuple[tuple, dict[str, Any]] | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         self._written_at = time.monotonic()
+        self._dump = None
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        # Before the comparison (its host read), see above. Wasted in an epoch that neither
+        # improves nor saves another checkpoint (such as last.ckpt).
+        if self.write_every_s and self.save_top_k and self.monitor in monitor_candidates:
+            self._moment_dump(trainer)
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        if not self.write_every_s:
-            super()._save_checkpoint(trainer, filepath)
-            return
-        # What Trainer.save_checkpoint would write (through the same private connector), taken
-        # now: the live tensors go on changing.
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
-        self._pending[filepath] = _copy_tensors(checkpoint)
+        with trainer.profiler.profile("save_checkpoint"):  # as Trainer.save_checkpoint
+            self._take(trainer, filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+        if not self.write_every_s:
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
+            return
         due = time.monotonic() - self._written_at >= self.write_every_s
         # Every rank must take the same decision: writing ends in a barrier.
         if trainer.strategy.broadcast(due):
             self.write_pending(trainer)
+
+    def _take(self, trainer: L.Trainer, filepath: str) -> None:
+        """Takes the checkpoint that Trainer.save_checkpoint would write now, and writes it or
+        (buffering) keeps it pending."""
+        checkpoint = dict(self._moment_dump(trainer))
+        if "callbacks" in checkpoint:  # not with save_weights_only
+            # The checkpoint callbacks' states as they are now (this one's names this file).
+            states = {cb.state_key: cb.state_dict() for cb in trainer.checkpoint_callbacks}
+            if self.write_every_s:
+                states = _copy_tensors(states)  # state_dict() returns live objects
+            checkpoint["callbacks"] = {**checkpoint["callbacks"], **states}
+        if self.write_every_s:
+            self._pending[filepath] = checkpoint
+        else:
+            trainer.strategy.save_checkpoint(checkpoint, filepath)
+            trainer.strategy.barrier("BufferedCheckpoint._take")
+
+    def _moment_dump(self, trainer: L.Trainer) -> dict[str, Any]:
+        """The trainer's checkpoint dump for this moment: made by the first checkpoint callback
+        that asks (copied on the device when buffering), then shared with the others."""
+        key = (_moment(trainer), self.save_weights_only, bool(self.write_every_s))
+        for peer in trainer.checkpoint_callbacks:
+            if isinstance(peer, BufferedCheckpoint) and peer._dump and peer._dump[0] == key:
+                return peer._dump[1]
+        # Through the same private connector as Trainer.save_checkpoint.
+        dump = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        if self.write_every_s:
+            dump = _copy_tensors(dump)
+        self._dump = (key, dump)
+        return dump
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         # Superseded before it was written: drop it (and any older file of that name).
@@ -67,6 +116,7 @@ class BufferedCheckpoint(ModelCheckpoint):
     def write_pending(self, trainer: L.Trainer) -> None:
         """Writes every pending checkpoint (rank 0 writes; all ranks wait for it)."""
         pending, self._pending = self._pending, {}
+        self._dump = None  # its tensors may be freed once written
         for filepath, checkpoint in pending.items():
             trainer.strategy.save_checkpoint(checkpoint, filepath)
         trainer.strategy.barrier("BufferedCheckpoint.write_pending")
@@ -88,6 +138,22 @@ class BufferedCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for filepath, checkpoint in pending.items():
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, filepath)
+
+
+def _moment(trainer: L.Trainer) -> tuple[Any, ...]:
+    """Identifies the point of training a checkpoint is taken at: the hook being run and
+    Lightning's progress counters. It is the same for checkpoint callbacks called one after
+    another in one hook (Lightning runs them last, in a row: nothing else changes the trainer's
+    state between them), and differs between any two hooks that save."""
+    fit = trainer.fit_loop
+    return (
+        trainer.lightning_module._current_fx_name,
+        trainer.global_step,
+        fit.epoch_progress.total.processed,
+        fit.epoch_progress.total.completed,
+        fit.epoch_loop.batch_progress.total.completed,
+        fit.epoch_loop.val_loop.batch_progress.total.completed,
+    )
 
 
 def _copy_tensors(obj: Any) -> Any:
