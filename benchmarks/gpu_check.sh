@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check for the speed work: the benchmark (and speed=max at batch 1024 checkpointing
-# every 10 epochs, to show what per-epoch checkpoints cost), speed=default vs speed=max training
-# to accuracy with timing and memory, the CUDA tests, and a bf16-mixed speed=max figure. Logs go
+# every 10 epochs, to show what per-epoch checkpoints cost), the epoch boundary's host time,
+# speed=default vs speed=max training to accuracy with timing and memory, the CUDA tests, and a
+# bf16-mixed speed=max figure. Logs go
 # to $OUT (default ./gpu_out); run folders to a temporary directory. Run from the repository
 # root: `bash benchmarks/gpu_check.sh`. Without CUDA it still runs, smaller (CUDA tests skip).
 # SPEEDS (default "default max") picks the training runs; BF16=0 skips the bf16 figure;
@@ -34,6 +35,10 @@ log "speed=max at batch 1024 with checkpoints every 10 epochs instead of every e
 timeout 120 $PY benchmarks/speed.py $steps --batch-sizes 1024 --paths nnlab_max bare_graph \
   --max-overrides +callbacks.model_checkpoint.every_n_epochs=10 2>&1 \
   | grep -e "samples/s" -e "FAILED" -e "|" | tee -a "$OUT/$LOG"
+
+log "epoch boundary, speed=max, batch 1024: host time, and from its first host read on"
+timeout 60 $PY benchmarks/epoch_boundary.py --speed max --epochs 60 2>&1 \
+  | grep -e "boundary median" -e "Error" | tee -a "$OUT/$LOG"
 
 LOG=train.log
 log "training to accuracy: synthetic MNIST, 784-64-128-64-10 BatchNorm, Adam, batch 128, $epochs epochs"
