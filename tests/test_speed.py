@@ -17,6 +17,7 @@ from nnlab.config import ConfigError, register_resolvers
 from nnlab.speed import apply_speed
 from nnlab.tasks.graphed import _restore, _snapshot, optimizer_options
 
+from .conftest import run_script
 from .fitting import data_and_module, quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -440,3 +441,26 @@ def test_frozen_heap_hides_live_objects_from_the_collector_until_exit():
         assert gc.get_freeze_count() > 1000  # everything imported so far
         raise RuntimeError
     assert gc.get_freeze_count() == 0  # unfrozen even when the block raises
+
+
+@pytest.mark.slow
+def test_grouped_steps_under_ddp_train_exactly_like_one_step_per_batch(tmp_path):
+    """Two real DDP processes (gloo on CPU) per run. Each grouped step's gradients must be
+    all-reduced like automatic optimization's: any step trained on one rank's gradients alone
+    would leave rank 0's parameters different from the ungrouped run's."""
+    fast = ("trainer=ddp_cpu", "trainer.max_epochs=2", "logger=none", "diagnostics=none")
+    fast += ("callbacks.progress_bar=null", "test=false")
+    states = {}
+    for steps in ("auto", "1"):
+        run_dir = tmp_path / steps
+        args = (*fast, f"speed.steps_per_batch={steps}", f"hydra.run.dir={run_dir}")
+        run_script("train.py", *args, cwd=tmp_path)
+        states[steps] = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    grouped, single = states["auto"], states["1"]
+    # auto grouped (8 steps per Lightning batch) under DDP; "1" took one step per batch.
+    batches = grouped["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"]
+    assert grouped["global_step"] == single["global_step"] > batches
+    for name, value in single["state_dict"].items():
+        torch.testing.assert_close(grouped["state_dict"][name], value, rtol=0, atol=0)
+    moments = [s["optimizer_states"][0]["state"][0]["exp_avg"] for s in (grouped, single)]
+    torch.testing.assert_close(*moments, rtol=0, atol=0)

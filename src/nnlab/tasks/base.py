@@ -313,8 +313,6 @@ class TaskModule(L.LightningModule):
             or trainer.fast_dev_run
             or trainer.gradient_clip_val
             or trainer.accumulate_grad_batches != 1
-            # DDP: grouped steps were checked by hand only (docs/speed.md), not by a test.
-            or trainer.world_size > 1
         )
         resident = groups and self.trainer.datamodule.is_resident(trainer.strategy.root_device)
         return AUTO_STEPS_PER_BATCH if resident and not counted else 1
