@@ -160,3 +160,22 @@ def test_host_batches_are_moved_to_the_gpu_and_gpu_batches_are_not_touched():
     moved = dm.transfer_batch_to_device(batch, gpu, 0)
     assert all(t.device == gpu for t in moved)
     assert dm.transfer_batch_to_device(moved, gpu, 0) is moved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resident_batches_on_the_gpu_come_in_the_cpu_order():
+    # The permutation is made on the CPU and copied from pinned memory (a rank's strided shard).
+    x, y = torch.arange(100, dtype=torch.uint8).unsqueeze(1), torch.arange(100)
+    for rank in (0, 1):
+        on = {
+            device: TensorBatches(
+                x.to(device), y.to(device), 16, shuffle=True, seed=3, num_replicas=2, rank=rank
+            )
+            for device in ("cpu", "cuda")
+        }
+        for epoch in (0, 1):
+            order = {}
+            for device, batches in on.items():
+                batches.sampler.set_epoch(epoch)
+                order[device] = torch.cat([b[1].cpu() for b in batches])
+            assert torch.equal(order["cpu"], order["cuda"])

@@ -32,7 +32,7 @@ class EpochPermutation:
     `drop_last`), then every `num_replicas`-th index from `rank`. Lightning calls `set_epoch`
     on a loader's `sampler` at each epoch start, so a resumed run sees the same order as an
     uninterrupted one. The permutation (n int64s, once per epoch) is made on the CPU so that it
-    matches DistributedSampler bit for bit on any device, then moved to the device.
+    matches DistributedSampler bit for bit on any device, then copied to the device.
     """
 
     def __init__(
@@ -76,7 +76,13 @@ class EpochPermutation:
         else:
             order = order[: self.total_size]
         order = order[self.rank : self.total_size : self.num_replicas]
-        return order if device is None else order.to(device, non_blocking=True)
+        if device is None or device.type == "cpu":
+            return order
+        if device.type == "cuda":
+            # From pinned memory the copy is queued behind the GPU's work without waiting for
+            # it; from pageable memory the host may wait for the queued steps, once an epoch.
+            order = order.pin_memory()
+        return order.to(device, non_blocking=True)
 
 
 class Normalize:
