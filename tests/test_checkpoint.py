@@ -155,6 +155,28 @@ def test_files_hold_what_lightnings_model_checkpoint_writes(tmp_path, write_ever
     assert (load(ours / "best.ckpt")["epoch"], load(ours / "last.ckpt")["epoch"]) == (0, 4)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"filename": "{epoch}-{val/loss:.4f}", "save_top_k": 2, "mode": "max"},
+        {"save_weights_only": True, "mode": "max"},
+        {"every_n_epochs": 2},
+    ],
+    ids=["top-2-named-by-metric", "weights-only", "every-2-epochs"],
+)
+@pytest.mark.parametrize("write_every_s", [0, 3600], ids=["direct", "buffered"])
+def test_other_checkpoint_options_write_lightnings_files(tmp_path, write_every_s, options):
+    ours, reference = tmp_path / "ours", tmp_path / "lightning"
+    fit(ours, write_every_s, epochs=5, auto_insert_metric_name=False, **options)
+    fit(reference, None, epochs=5, auto_insert_metric_name=False, **options)
+    names = sorted(p.name for p in reference.iterdir())
+    assert sorted(p.name for p in ours.iterdir()) == names and len(names) >= 2
+    for name in names:
+        a, b = load(ours / name), load(reference / name)
+        a.pop("pytorch-lightning_version"), b.pop("pytorch-lightning_version")
+        same(a, b, (ours, reference), name)
+
+
 def test_files_are_written_once_the_interval_has_passed(tmp_path):
     watch = FilesAtEpochStart(tmp_path)
     fit(tmp_path, write_every_s=1e-9, extra=[watch])
