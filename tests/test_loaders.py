@@ -85,6 +85,16 @@ def test_uint8_inputs_stay_uint8_and_are_normalized_per_batch():
     torch.testing.assert_close(xb, (x.float() - mean) / std)
 
 
+@pytest.mark.parametrize("stats", [(), (3,)], ids=["global", "per-feature"])
+def test_normalizing_float_batches_leaves_the_resident_split_untouched(stats):
+    x = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+    mean, std = torch.full(stats, 2.0), torch.full(stats, 4.0)
+    loader = TensorBatches(x, torch.zeros(4), 2, normalize=Normalize.from_stats(mean, std))
+    xb = torch.cat([b[0] for b in loader])  # unshuffled: batches are slices of x
+    torch.testing.assert_close(xb, (torch.arange(12.0).reshape(4, 3) - 2) / 4)
+    assert torch.equal(x, torch.arange(12, dtype=torch.float32).reshape(4, 3))
+
+
 def test_host_and_resident_loaders_give_identical_batches():
     x, y = ids(37)
     norm = Normalize.from_stats(torch.tensor(3.0), torch.tensor(2.0))

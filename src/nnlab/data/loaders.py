@@ -86,7 +86,8 @@ class EpochPermutation:
 
 
 class Normalize:
-    """x ↦ (x − mean) / std as one fused multiply-add that also casts uint8 to float."""
+    """x ↦ (x − mean) / std as one fused multiply-add that also casts uint8 to float (on the
+    CPU with one mean and std for all inputs: a multiply, then an add in place)."""
 
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         self.scale, self.shift = scale, shift
@@ -100,6 +101,11 @@ class Normalize:
         return Normalize(self.scale.to(device), self.shift.to(device))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and self.scale.numel() == 1:
+            # The CPU's addcmul broadcasts one-element tensors slowly: 60 µs against 30 µs for
+            # the two ops on a 128×784 uint8 batch (measured, one thread). torch.mul makes a
+            # new tensor, so x (perhaps a view of a resident split) is never written to.
+            return torch.mul(x, self.scale).add_(self.shift)
         return torch.addcmul(self.shift, x, self.scale)
 
 
