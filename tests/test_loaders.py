@@ -132,16 +132,32 @@ def test_datamodule_rejects_a_bad_resident_option():
         Ramp(resident="sometimes")
 
 
+class CountingNormalize(Normalize):
+    """Normalize that counts the batches it is applied to."""
+
+    calls = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().__call__(x)
+
+
 def test_batches_can_come_in_groups_for_several_steps_per_call():
     x, y = ids(45)
-    grouped = TensorBatches(x, y, batch_size=10, shuffle=True, seed=3, batches_per_item=2)
-    single = TensorBatches(x, y, batch_size=10, shuffle=True, seed=3)
+    norm = CountingNormalize(torch.tensor(0.5), torch.tensor(-1.0))
+    options = {"batch_size": 10, "shuffle": True, "seed": 3, "normalize": norm}
+    grouped = TensorBatches(x, y, batches_per_item=2, **options)
+    single = TensorBatches(x, y, **options)
     items = list(grouped)
+    assert norm.calls == 0  # a group gathers and normalizes a batch only when it is taken
     assert len(grouped) == len(items) == 3
     assert [len(item) for item in items] == [2, 2, 1]  # the last group is short
+    assert [item.num_samples for item in items] == [20, 20, 5]
     flat = [b for item in items for b in item]
     for (xa, ya), (xb, yb) in zip(flat, single, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # A group takes its batches when asked, and as often: the same ones each time.
+    assert all(torch.equal(a, b) for a, b in zip(items[1][1], flat[3], strict=True))
 
 
 def test_batches_already_on_the_device_skip_lightnings_transfer():

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, open_dict
 
 from nnlab.config import check_speed
+from nnlab.data.loaders import BatchGroup
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,8 @@ class SpeedReport(Callback):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # A batch, or a list of batches (speed.steps_per_batch).
-        batches = batch if isinstance(batch[0], list | tuple) else [batch]
-        self.samples += sum(len(b[0]) for b in batches)
+        # A batch, or a group of batches (speed.steps_per_batch).
+        self.samples += batch.num_samples if isinstance(batch, BatchGroup) else len(batch[0])
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or self.first_step is None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from nnlab.callbacks import output
 from nnlab.config import ConfigError
+from nnlab.data.loaders import BatchGroup
 from nnlab.nn.activations import ACTIVATIONS, Maxout
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,11 @@ class LayerDiagnostics(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        # A batch may hold several optimizer steps (speed.steps_per_batch hands the step a list
+        # A batch may hold several optimizer steps (speed.steps_per_batch hands the step a group
         # of batches). The hooks stay on for such a batch but record only on due steps, so
         # measurements land on multiples of every_n_steps either way. A due step that passed
         # unmeasured (resumed run, accumulation) moves to the first step seen.
-        steps = len(batch) if isinstance(batch, list) and isinstance(batch[0], list | tuple) else 1
+        steps = len(batch) if isinstance(batch, BatchGroup) else 1
         self._next_step = max(self._next_step, step)
         if self._next_step >= step + steps or not self.layers or not trainer.is_global_zero:
             return

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from nnlab.config import ConfigError
-from nnlab.data.loaders import HostBatches, Normalize, TensorBatches
+from nnlab.data.loaders import BatchGroup, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -173,13 +173,16 @@ class ArrayDataModule(L.LightningDataModule):
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
         """Lightning's hook moving each batch to the training device. A batch of this class's
-        loaders (an (x, y) pair, or a list of them from a grouped loader) has all its tensors on
-        one device: if its first tensor is on `device`, all are, and skipping Lightning's walk
-        over it saves ~50 µs per grouped batch. Anything else goes to Lightning."""
-        first = batch
-        while isinstance(first, list | tuple) and first:
-            first = first[0]
-        if isinstance(first, torch.Tensor) and first.device == device:
+        loaders (an (x, y) pair, or a BatchGroup of them) has all its tensors on one device: if
+        it is `device`, skipping Lightning's walk over the batch saves ~50 µs per group.
+        Anything else goes to Lightning (which moves a BatchGroup with its `to`)."""
+        if isinstance(batch, BatchGroup):
+            on = batch.device
+        elif isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+            on = batch[0].device
+        else:
+            on = None
+        if on == device:
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 

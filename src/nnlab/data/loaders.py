@@ -17,6 +17,7 @@ permutation, padded to equal length, rank-strided), so results do not depend on 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -119,7 +120,7 @@ class TensorBatches:
         seed: seeds the permutations.
         normalize: applied to each input batch (None: inputs as stored).
         num_replicas, rank: DDP sharding; each rank reads its own shard.
-        batches_per_item: >1 yields lists of that many consecutive batches (the last list may
+        batches_per_item: >1 yields BatchGroups of that many consecutive batches (the last may
             be shorter), for a training step that runs several optimizer steps per call
             (speed.steps_per_batch); 1 yields the batches themselves.
     """
@@ -153,34 +154,68 @@ class TensorBatches:
     def __len__(self) -> int:
         return -(-self.num_batches // self.batches_per_item)
 
-    def _batch(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+    def __iter__(self) -> Iterator[Batch] | Iterator[BatchGroup]:
+        order = self.sampler.indices(self.x.device)  # at the first batch: after set_epoch
+        starts = range(0, len(self.sampler), self.batch_size)
+        if self.batches_per_item == 1:
+            for start in starts:
+                yield self.batch(order, start)
+            return
+        k = self.batches_per_item
+        for i in range(0, len(starts), k):
+            yield BatchGroup(self, order, starts[i : i + k])
+
+    def batch(self, order: torch.Tensor | None, start: int) -> Batch:
+        """The batch of this epoch's `order` (None: in storage order) beginning at `start`."""
+        end = start + self.batch_size
+        if order is None:
+            x, y = self.x[start:end], self.y[start:end]
+        else:
+            idx = order[start:end]
+            x, y = self.x.index_select(0, idx), self.y.index_select(0, idx)
         return (self.normalize(x) if self.normalize is not None else x), y
 
-    def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
-        if self.batches_per_item == 1:
-            return self._batches()
-        return _grouped(self._batches(), self.batches_per_item)
 
-    def _batches(self) -> Iterator[Batch]:
-        order = self.sampler.indices(self.x.device)
-        n, b = len(self.sampler), self.batch_size
-        for start in range(0, n, b):
-            if order is None:
-                yield self._batch(self.x[start : start + b], self.y[start : start + b])
-            else:
-                idx = order[start : start + b]
-                yield self._batch(self.x.index_select(0, idx), self.y.index_select(0, idx))
+class BatchGroup:
+    """Consecutive batches of an epoch handed to one training step, which takes an optimizer
+    step on each (speed.steps_per_batch). Each batch is gathered and normalized only when the
+    step reaches it: a group holds one batch's memory at a time, however many it spans."""
 
+    def __init__(
+        self,
+        loader: TensorBatches,
+        order: torch.Tensor | None,
+        starts: range,
+        device: torch.device | None = None,
+    ) -> None:
+        self.loader, self.order, self.starts = loader, order, starts
+        # Where batches go when taken (Lightning's transfer to another device); None: stay.
+        self._to = device
 
-def _grouped(batches: Iterator[Batch], k: int) -> Iterator[list[Batch]]:
-    group: list[Batch] = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == k:
-            yield group
-            group = []
-    if group:
-        yield group
+    @property
+    def device(self) -> torch.device:
+        return self._to or self.loader.x.device
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the group's batches together."""
+        n = len(self.loader.sampler)
+        return min(self.starts[-1] + self.loader.batch_size, n) - self.starts[0]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> Batch:
+        x, y = self.loader.batch(self.order, self.starts[i])
+        return (x, y) if self._to is None else (x.to(self._to), y.to(self._to))
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self[i] for i in range(len(self)))
+
+    def to(self, device: torch.device | str, **kwargs: Any) -> BatchGroup:
+        """The same batches, moved to `device` as they are taken (what Lightning calls to move a
+        batch of another device's data)."""
+        return BatchGroup(self.loader, self.order, self.starts, torch.device(device))
 
 
 class _BatchRows:

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from nnlab.config import ConfigError
+from nnlab.data.loaders import BatchGroup
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
 from nnlab.tasks.graphed import GraphedStep, optimizer_options
@@ -213,11 +214,11 @@ class TaskModule(L.LightningModule):
         self.samples[stage] = 0
         return values
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | BatchGroup, batch_idx: int):
         if self.automatic_optimization:
             return self._step(batch, "train")
-        # One batch, or a list of them (speed.steps_per_batch): one optimizer step each.
-        batches = batch if isinstance(batch[0], list | tuple) else [batch]
+        # One batch, or a group of them (speed.steps_per_batch): one optimizer step each.
+        batches = batch if isinstance(batch, BatchGroup) else [batch]
         optimizer = self.optimizers()
         max_steps = self.trainer.max_steps
         done = 0
