@@ -64,6 +64,11 @@ class Clock:
         return self.count >= self.total
 
     def rate(self, batch_size: int) -> float:
+        if len(self.marks) < 2:
+            raise ValueError(
+                f"no complete timed block: nnlab steps in groups (speed.steps_per_batch), so "
+                f"--steps and --warmup ({self.steps}, {self.warmup}) should be at least a group"
+            )
         pairs = zip(self.marks, self.marks[1:], strict=False)
         return statistics.median((c1 - c0) * batch_size / (t1 - t0) for (c0, t0), (c1, t1) in pairs)
 

@@ -18,7 +18,8 @@ def test_speed_benchmark_times_every_cpu_path_in_interleaved_rounds(tmp_path, ca
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "speed.json"
-    args = "--device cpu --n-train 3000 --steps 5 --repeats 2 --warmup 3 --rounds 2"
+    # Blocks of 16 steps or more: nnlab's paths step in groups of 16.
+    args = "--device cpu --n-train 3000 --steps 16 --repeats 2 --warmup 16 --rounds 2"
     bench.main([*args.split(), "--nets", "default", "--batch-sizes", "64", "--json", str(out)])
     (run,) = json.loads(out.read_text())["runs"]
     paths = {"nnlab", "nnlab_max", "bare", "dataloader"}  # bare_graph needs CUDA

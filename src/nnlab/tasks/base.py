@@ -35,8 +35,8 @@ LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes", "rmse_orig", "mae_o
 
 
 # Optimizer steps per Lightning batch for speed.steps_per_batch=auto: Lightning's per-batch work
-# (about 1 ms on a CPU core) then costs an eighth of that per step (docs/speed.md).
-AUTO_STEPS_PER_BATCH = 8
+# (about 1 ms on a CPU core) then costs a sixteenth of that per step (docs/speed.md).
+AUTO_STEPS_PER_BATCH = 16
 # The hooks that Lightning's manual_backward and LightningOptimizer.step call every step.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 # Marks a module whose step will be captured once the optimizer exists (at train start).
