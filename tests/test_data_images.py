@@ -178,3 +178,69 @@ def test_image_folder_needs_a_root_with_two_classes(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(root=tmp_path / "one", data_dir=tmp_path, progress=False)
     with pytest.raises(ConfigError, match=r"has 1 class \(cat\); classification needs at least"):
         dm.load()
+
+
+def picture_folder(root: Path, files: dict[str, int]) -> Path:
+    """Writes small JPEGs: {"train/cat": 6, ...} puts 6 pictures in root/train/cat/."""
+    for folder, n in files.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / folder / f"{i}.jpg").write_bytes(jpeg((30 * i % 255, 90, 160)))
+    return root
+
+
+def test_split_folders_become_the_data_sets_own_splits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = picture_folder(
+        tmp_path / "pets",
+        {"train/cat": 20, "train/dog": 20, "test/cat": 4, "test/dog": 3, "extras/x": 2},
+    )
+    (root / "valid").mkdir()
+    (root / "valid" / "1.jpg").write_bytes(jpeg((1, 2, 3)))  # unlabelled: left out
+    dm = ImageFolderDataModule(root=root, data_dir=tmp_path / "d", progress=False, seed=0)
+    with caplog.at_level(logging.WARNING, logger="nnlab.data.images"):
+        dm.setup()
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "extras/ is not a split folder" in messages
+    assert "valid/ holds no labelled images" in messages
+    assert dm.spec.class_names == ("cat", "dog")
+    test_x, test_y = dm.splits["test"]
+    assert len(test_x) == 7 and torch.bincount(test_y).tolist() == [4, 3]  # test/ as it is
+    # No val/ with labels: validation is drawn from train/ (15 % of 40), test is not.
+    assert len(dm.splits["val"][0]) == 6 and len(dm.splits["train"][0]) == 34
+
+
+def test_split_folders_label_every_split_with_the_train_classes(tmp_path: Path) -> None:
+    root = picture_folder(
+        tmp_path / "a", {"train/bird": 3, "train/cat": 3, "val/cat": 2, "test/bird": 2}
+    )
+    found, left_out = images.find_splits(root)
+    assert set(found) == {"train", "val", "test"} and left_out == []
+    assert all(f.classes == ("bird", "cat") for f in found.values())
+    assert found["val"].labels == [1, 1] and found["test"].labels == [0, 0]
+    picture_folder(tmp_path / "b", {"train/cat": 2, "val/cow": 1})
+    with pytest.raises(ConfigError, match=r"val has classes that train has not \(cow\)"):
+        images.find_splits(tmp_path / "b")
+
+
+def test_kaggle_train_folder_of_named_files_is_a_split_and_test1_is_left_out(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "dogs-vs-cats"
+    (root / "train").mkdir(parents=True)
+    (root / "test1").mkdir()
+    for i in range(4):
+        (root / "train" / f"cat.{i}.jpg").write_bytes(jpeg((200, 100, 50)))
+        (root / "train" / f"dog.{i}.jpg").write_bytes(jpeg((50, 100, 200)))
+        (root / "test1" / f"{i}.jpg").write_bytes(jpeg((9, 9, 9)))
+    found, left_out = images.find_splits(root)
+    assert list(found) == ["train"] and found["train"].classes == ("cat", "dog")
+    assert left_out == ["test1/ is not a split folder (train, val, test)"]
+
+
+def test_a_class_named_train_is_still_a_class(tmp_path: Path) -> None:
+    # Pictures of trains and planes: train/ holds images itself, not labelled folders.
+    picture_folder(tmp_path / "vehicles", {"plane": 3, "train": 3})
+    found, _ = images.find_splits(tmp_path / "vehicles")
+    assert list(found) == ["train"] and found["train"].classes == ("plane", "train")

@@ -1,6 +1,7 @@
 """Labelled image folders (your own, or cats vs dogs): found in class sub-folders or by Kaggle's
-`cat.N.jpg` names, decoded once (undecodable files skipped and counted), resized to a square,
-and cached as one uint8 tensor file so that later runs start in seconds."""
+`cat.N.jpg` names, in one folder or in split folders (train/, val/, test/), decoded once
+(undecodable files skipped and counted), resized to a square, and cached as one uint8 tensor
+file so that later runs start in seconds."""
 
 from __future__ import annotations
 
@@ -28,8 +29,19 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Kaggle's flat naming: <class>.<id>.<ext>, e.g. cat.12.jpg.
 FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z_]+)\.\d+\.[A-Za-z]+$")
-# Bump when decoding changes, so older cache files are not reused.
-CACHE_VERSION = 1
+# Folder names read as a data set's own splits: root/train/<class>/…, root/valid/<class>/…
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+# Bump when decoding or the cached layout changes, so older cache files are not reused.
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,57 @@ def find_images(root: str | Path) -> LabelledFiles:
         files.extend(by_class[name])
         labels.extend([label] * len(by_class[name]))
     return LabelledFiles(files, labels, classes)
+
+
+def find_splits(root: str | Path) -> tuple[dict[str, LabelledFiles], list[str]]:
+    """The labelled images under `root` by split, and why folders were left out. A root whose
+    train/ (or training/) folder holds labelled images itself (class sub-folders, or Kaggle's
+    train/cat.0.jpg names) is a data set with its own splits: train/, and where present val/
+    (valid/, validation/, dev/) and test/ (testing/), each labelled with train's classes; other
+    folders are left out. Any other root is one folder of classes: {"train": find_images}."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root={root}: no such folder")
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    named = {SPLIT_NAMES.get(d.name.lower()): d for d in folders}
+    if "train" not in named or not _holds_labelled_images(named["train"]):
+        return {"train": find_images(root)}, []
+    splits: dict[str, LabelledFiles] = {}
+    left_out = []
+    for d in folders:
+        split = SPLIT_NAMES.get(d.name.lower())
+        if split is None:
+            left_out.append(f"{d.name}/ is not a split folder (train, val, test)")
+            continue
+        if split in splits:
+            raise ConfigError(f"data.root={root} has two {split} folders; keep one")
+        try:
+            splits[split] = find_images(d)
+        except ConfigError:
+            if split == "train":
+                raise
+            left_out.append(f"{d.name}/ holds no labelled images")
+    classes = splits["train"].classes
+    for split, found in splits.items():
+        unknown = sorted(set(found.classes) - set(classes))
+        if unknown:
+            raise ConfigError(
+                f"data.root={root}: {split} has classes that train has not "
+                f"({', '.join(unknown)}); train has {', '.join(classes)}"
+            )
+        labels = [classes.index(found.classes[label]) for label in found.labels]
+        splits[split] = LabelledFiles(found.files, labels, classes)
+    return splits, left_out
+
+
+def _holds_labelled_images(folder: Path) -> bool:
+    """Whether `folder` has sub-folders with images, or images named like cat.0.jpg."""
+    for p in folder.iterdir():
+        if p.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*")):
+            return True
+        if p.suffix.lower() in IMAGE_EXTENSIONS and FLAT_NAME.match(p.name):
+            return True
+    return False
 
 
 def decode_image(path: Path, size: int, grayscale: bool) -> np.ndarray | None:
@@ -173,7 +236,9 @@ class ImageFolderDataModule(RemoteDataModule):
 
     Images are center-cropped to a square, resized to `image_size`, kept as uint8 and cached
     in <data_dir>/<name>/cache (keyed by the folder, its files and the options), so later runs
-    start in seconds; the MLPs flatten them. Val and test are seeded splits.
+    start in seconds; the MLPs flatten them. A root with split folders (train/<class>/…,
+    val/…, test/…: see find_splits) keeps its own splits; val and test are otherwise seeded
+    splits of the images.
 
     Args:
         root: the folder of images.
@@ -217,7 +282,7 @@ class ImageFolderDataModule(RemoteDataModule):
         data = self._cached()
         classes = tuple(data["classes"])
         self.check_classes(classes)
-        return {"train": (data["x"], data["y"])}, classes
+        return {name: (s["x"], s["y"]) for name, s in data["splits"].items()}, classes
 
     def check_classes(self, classes: tuple[str, ...]) -> None:
         if len(classes) < 2:
@@ -227,31 +292,49 @@ class ImageFolderDataModule(RemoteDataModule):
             )
 
     def _cached(self) -> dict[str, Any]:
-        """The decoded images, from the cache file when it matches the source and options."""
-        found = find_images(self.image_root)
-        key = cache_key(self.image_root, found, self.image_size, self.grayscale)
+        """The decoded images by split, from the cache file when it matches the source and
+        options: {"classes", "splits": {split: {"x", "y"}}, "skipped"}."""
+        found, left_out = find_splits(self.image_root)
+        everything = LabelledFiles(
+            [f for s in found.values() for f in s.files],
+            [label for s in found.values() for label in s.labels],
+            found["train"].classes,
+        )
+        key = cache_key(self.image_root, everything, self.image_size, self.grayscale)
         mode = "gray" if self.grayscale else "rgb"
         path = self.folder / "cache" / f"{self.image_size}px-{mode}-{key}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
-        x, y, skipped = decode_images(
-            found, self.image_size, self.grayscale, self.progress, self.image_root
-        )
+        # Said once, when the images are decoded (later runs read the cache).
+        if len(found) > 1 or left_out:
+            sizes = ", ".join(f"{split}/ {len(f.files)} images" for split, f in found.items())
+            log.info("%s has split folders: %s", self.image_root, sizes)
+        for note in left_out:
+            log.warning("%s: %s: left out", self.image_root, note)
+        splits, skipped = {}, []
+        for split, files in found.items():
+            x, y, bad = decode_images(
+                files, self.image_size, self.grayscale, self.progress, self.image_root
+            )
+            splits[split] = {"x": x, "y": y}
+            skipped += bad
         if skipped:
             log.warning(
                 "skipped %d of %d images under %s that cannot be decoded (e.g. %s)",
                 len(skipped),
-                len(found.files),
+                len(everything.files),
                 self.image_root,
                 ", ".join(skipped[:5]),
             )
-        if len(x) == 0:
-            raise ConfigError(
-                f"none of the {len(found.files)} images under {self.image_root} decode"
-            )
-        data = {"x": x, "y": y, "classes": list(found.classes), "skipped": skipped}
+        for split, decoded in splits.items():
+            if len(decoded["x"]) == 0:
+                raise ConfigError(
+                    f"none of the {len(found[split].files)} images of {split} under "
+                    f"{self.image_root} decode"
+                )
+        data = {"classes": list(everything.classes), "splits": splits, "skipped": skipped}
         save_atomic(data, path)
-        log.info("cached %d images as %s", len(x), path)
+        log.info("cached %d images as %s", len(everything.files) - len(skipped), path)
         return data
 
 
