@@ -84,6 +84,12 @@ def _as_float(value: Any) -> float:
 def _numeric(values: Sequence[Any]) -> np.ndarray | None:
     """The column as floats (NaN where missing), or None if any present cell is text."""
     try:
+        # numpy parses a column of number strings in C, 10× faster than cell by cell; a
+        # missing or text cell makes it raise, and the column is read cell by cell.
+        return np.array(values, dtype=np.float64)
+    except ValueError:
+        pass
+    try:
         return np.array([_as_float(v) for v in values], dtype=np.float64)
     except ValueError:
         return None
@@ -196,17 +202,19 @@ class TableDataModule(ArrayDataModule):
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
         numeric, text, columns = [], [], []
+        by_column = list(zip(*rows, strict=True))
         for j, i in enumerate(features):
-            values = [r[i] for r in rows]
+            values = by_column[i]
             as_float = None if header[i] in self.categorical else _numeric(values)
             if as_float is not None:
                 numeric.append(j)
-                columns.append(as_float.astype(object))
+                columns.append(as_float)
             else:
                 text.append(j)
                 cells = [str(v).strip() for v in values]
                 columns.append(np.array([np.nan if c in MISSING else c for c in cells], object))
-        table = np.stack(columns, axis=1)
+        # One float table when every column is a number (sklearn is far slower on objects).
+        table = np.stack([c.astype(object) for c in columns] if text else columns, axis=1)
         names = [header[i] for i in features]
         for j in text:
             distinct = len(set(table[train, j]))
