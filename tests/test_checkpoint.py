@@ -161,8 +161,9 @@ def test_files_hold_what_lightnings_model_checkpoint_writes(tmp_path, write_ever
         {"filename": "{epoch}-{val/loss:.4f}", "save_top_k": 2, "mode": "max"},
         {"save_weights_only": True, "mode": "max"},
         {"every_n_epochs": 2},
+        {"monitor": None, "filename": "{epoch}-{step}", "save_top_k": -1, "every_n_train_steps": 6},
     ],
-    ids=["top-2-named-by-metric", "weights-only", "every-2-epochs"],
+    ids=["top-2-named-by-metric", "weights-only", "every-2-epochs", "all-named-by-step"],
 )
 @pytest.mark.parametrize("write_every_s", [0, 3600], ids=["direct", "buffered"])
 def test_other_checkpoint_options_write_lightnings_files(tmp_path, write_every_s, options):

@@ -56,6 +56,19 @@ class BufferedCheckpoint(ModelCheckpoint):
         self._written_at = time.monotonic()
         self._dump = None
 
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
+        if self.monitor is not None:
+            return super()._monitor_candidates(trainer)
+        # Without a monitor the values only fill in file names: no deep copy (Lightning's
+        # keeps the monitored value safe from later in-place updates). Called after the
+        # boundary's first host read, it is time a GPU would idle.
+        candidates = dict(trainer.callback_metrics)
+        for key, now in (("epoch", trainer.current_epoch), ("step", trainer.global_step)):
+            logged = candidates.get(key)  # as Lightning's: a logged value, as an int
+            is_tensor = isinstance(logged, torch.Tensor)
+            candidates[key] = logged.int() if is_tensor else torch.tensor(now)
+        return candidates
+
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
         # Before the comparison (its host read), see above. Wasted in an epoch that neither
         # improves nor saves another checkpoint (such as last.ckpt).
