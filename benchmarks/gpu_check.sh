@@ -7,6 +7,7 @@
 # root: `bash benchmarks/gpu_check.sh`. Without CUDA it still runs, smaller (CUDA tests skip).
 # SPEEDS (default "default max") picks the training runs; BF16=0 skips the bf16 figure;
 # STEPS and EPOCHS override the benchmark's step options and the training runs' epochs.
+# Its timeouts add up to under 10 minutes, one call of a lent GPU machine.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -28,16 +29,16 @@ $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', 
 
 LOG=bench.log
 log "benchmark: benchmarks/speed.py $steps"
-timeout 200 $PY benchmarks/speed.py $steps --json "$OUT/bench.json" 2>&1 \
+timeout 170 $PY benchmarks/speed.py $steps --json "$OUT/bench.json" 2>&1 \
   | grep -v -e "it/s" -e "Warning" -e "warn(" -e "litlogger" -e "available:" | tee -a "$OUT/$LOG"
 
 log "speed=max at batch 1024 with checkpoints every 10 epochs instead of every epoch"
-timeout 120 $PY benchmarks/speed.py $steps --batch-sizes 1024 --paths nnlab_max bare_graph \
+timeout 90 $PY benchmarks/speed.py $steps --batch-sizes 1024 --paths nnlab_max bare_graph \
   --max-overrides +callbacks.model_checkpoint.every_n_epochs=10 2>&1 \
   | grep -e "samples/s" -e "FAILED" -e "|" | tee -a "$OUT/$LOG"
 
 log "epoch boundary, speed=max, batch 1024: host time, and from its first host read on"
-timeout 60 $PY benchmarks/epoch_boundary.py --speed max --epochs 60 2>&1 \
+timeout 45 $PY benchmarks/epoch_boundary.py --speed max --epochs 60 2>&1 \
   | grep -e "boundary median" -e "Error" | tee -a "$OUT/$LOG"
 
 LOG=train.log
@@ -55,8 +56,8 @@ log "startup: python train.py --cfg job (3 times)"
 for i in 1 2 3; do { time $PY train.py --cfg job >/dev/null; } 2>&1 | tee -a "$OUT/$LOG"; done
 
 LOG=tests.log
-log "tests/test_speed.py"
-timeout 120 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py tests/test_loaders.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
+log "tests/test_speed.py tests/test_loaders.py tests/test_checkpoint.py (on the GPU)"
+timeout 100 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py tests/test_loaders.py tests/test_checkpoint.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
 
 [ "${BF16:-1}" = 1 ] || exit 0
 LOG=bench.log
