@@ -75,6 +75,7 @@ def fit(
     extra=(),
     epochs: int = 4,
     validate: bool = True,
+    val_check_interval: float = 1.0,
     **checkpoint,
 ) -> L.Trainer:
     """Fits the Regressor with best.ckpt (by val/loss, or train_loss without validation) and
@@ -90,7 +91,12 @@ def fit(
             return BufferedCheckpoint(write_every_s=write_every_s, **kwargs)
 
     callbacks = [make(dirpath=folder, **options), make(dirpath=folder, filename="last"), *extra]
-    trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=True)
+    trainer = quiet_trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        enable_checkpointing=True,
+        val_check_interval=val_check_interval,
+    )
     module = Regressor() if validate else TrainLossRegressor()
     trainer.fit(module, loader(), loader() if validate else None)
     return trainer
@@ -139,20 +145,26 @@ def same(a, b, folders: tuple[Path, Path], where: str = "") -> None:
         assert a == b, where
 
 
-@pytest.mark.parametrize("validate", [True, False], ids=["validation", "no-validation"])
+@pytest.mark.parametrize(
+    "validation",
+    [{}, {"validate": False}, {"val_check_interval": 0.5}],
+    ids=["validation", "no-validation", "twice-an-epoch"],
+)
 @pytest.mark.parametrize("write_every_s", [0, 3600], ids=["direct", "buffered"])
-def test_files_hold_what_lightnings_model_checkpoint_writes(tmp_path, write_every_s, validate):
+def test_files_hold_what_lightnings_model_checkpoint_writes(tmp_path, write_every_s, validation):
     # One dump shared by best and last, taken before the comparison when buffering: the files
     # must still be Lightning's, byte for byte in content (callback states included).
     ours, reference = tmp_path / "ours", tmp_path / "lightning"
-    # mode=max keeps the first epoch as the best (the loss falls): best and last differ.
-    fit(ours, write_every_s, validate=validate, epochs=5, mode="max")
-    fit(reference, None, validate=validate, epochs=5, mode="max")
+    # mode=max keeps the first check as the best (the loss falls): best and last differ.
+    fit(ours, write_every_s, epochs=5, mode="max", **validation)
+    fit(reference, None, epochs=5, mode="max", **validation)
     for name in ("best.ckpt", "last.ckpt"):
         a, b = load(ours / name), load(reference / name)
         a.pop("pytorch-lightning_version"), b.pop("pytorch-lightning_version")
         same(a, b, (ours, reference), name)
     assert (load(ours / "best.ckpt")["epoch"], load(ours / "last.ckpt")["epoch"]) == (0, 4)
+    first_check = 2 if validation.get("val_check_interval") else 4  # 4 batches an epoch
+    assert load(ours / "best.ckpt")["global_step"] == first_check
 
 
 @pytest.mark.parametrize(
