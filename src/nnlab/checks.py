@@ -31,13 +31,24 @@ log = logging.getLogger(__name__)
 def check_components(cfg: DictConfig, task: str) -> None:
     """The checks of this module on the data, model, activation, init, loss, optimizer,
     scheduler and Trainer configs, in the order a run builds them."""
-    check_arguments(cfg.data, "data")
-    check_built(cfg, "data", lambda: instantiate_config(cfg.data))
+    check_data(cfg)
     check_registries(cfg, task)
     check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
+    check_buildable(cfg)
+    check_trainer(cfg)
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The data config's keys and types, and the datamodule built once (it loads nothing)."""
+    check_arguments(cfg.data, "data")
+    check_built(cfg, "data", lambda: instantiate_config(cfg.data))
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """The trainer config's keys and types, a GPU where one is asked for, and the Trainer
+    built once."""
     check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
     check_accelerator(cfg.trainer.get("accelerator"))
-    check_buildable(cfg)
     check_built(cfg, "trainer", lambda: quiet_trainer(cfg.trainer))
 
 
@@ -356,8 +367,6 @@ def instantiate_config(node: DictConfig, **kwargs: Any) -> Any:
 def quiet_trainer(trainer_cfg: DictConfig) -> Any:
     """The configured Trainer, built and dropped, without its "GPU available" lines (the real
     one prints them)."""
-    import logging
-
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)

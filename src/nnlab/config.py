@@ -138,10 +138,7 @@ def validate(cfg: DictConfig) -> str:
         raise ConfigError(f"{e} (data={data_name} is a {task} task)") from None
     if cfg.get("speed"):
         check_speed(cfg.speed)
-    batch_size = cfg.data.get("batch_size")
-    if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
-        raise ConfigError(f"data.batch_size must be a positive int or 'full', got {batch_size!r}")
-    checks.check_components(cfg, task)
+    checks.check_components(cfg, task)  # the datamodule's own checks (batch_size...) run here
     ckpt_path = local_checkpoint(cfg)
     if ckpt_path and not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
@@ -165,8 +162,5 @@ def validate_eval(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None:
         resolve_seed(cfg.seed)
     if cfg.get("data"):
-        checks.check_arguments(cfg.data, "data")
-        checks.check_built(cfg, "data", lambda: checks.instantiate_config(cfg.data))
-    checks.check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
-    checks.check_accelerator(cfg.trainer.get("accelerator"))
-    checks.check_built(cfg, "trainer", lambda: checks.quiet_trainer(cfg.trainer))
+        checks.check_data(cfg)
+    checks.check_trainer(cfg)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.config import ConfigError, is_int
 from nnlab.data.loaders import BatchGroup, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 
@@ -55,7 +55,7 @@ class ArrayDataModule(L.LightningDataModule):
         resident: bool | str = "auto",
     ) -> None:
         super().__init__()
-        if not (batch_size == "full" or (isinstance(batch_size, int) and batch_size >= 1)):
+        if not (batch_size == "full" or (is_int(batch_size) and batch_size >= 1)):
             raise ConfigError(
                 f"data.batch_size must be a positive int or 'full', got {batch_size!r}"
             )

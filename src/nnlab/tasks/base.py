@@ -22,7 +22,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
-from nnlab.config import ConfigError
+from nnlab.config import ConfigError, is_int
 from nnlab.data.loaders import BatchGroup
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
@@ -299,7 +299,7 @@ class TaskModule(L.LightningModule):
         """speed.steps_per_batch as a number; "auto" is AUTO_STEPS_PER_BATCH where grouping
         changes nothing a user asked for, else 1."""
         if value != "auto":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"speed.steps_per_batch must be auto or >= 1, got {value!r}")
             return value
         trainer = self.trainer
