@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nnlab import cli
-from nnlab.config import register_resolvers
+from nnlab.core.hydra import register_resolvers
 
 register_resolvers()
 

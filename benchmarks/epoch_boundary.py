@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from nnlab.core.hydra import instantiate_group
     from nnlab.data.synthetic import SyntheticImagesDataModule
-    from nnlab.run import instantiate_group
     from nnlab.speed import apply_speed, frozen_heap
-    from nnlab.train import build_module
+    from nnlab.tasks import build_module
 
     device = torch.device(args.device)
 

@@ -77,7 +77,7 @@ def compose(net: str, batch_size: int, device: torch.device, speed: str, out: st
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from nnlab.config import register_resolvers
+    from nnlab.core.hydra import register_resolvers
 
     register_resolvers()
     overrides = [
@@ -110,9 +110,9 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
     import lightning as L
     from hydra.utils import instantiate
 
-    from nnlab.run import instantiate_group
+    from nnlab.core.hydra import instantiate_group
     from nnlab.speed import apply_speed, frozen_heap
-    from nnlab.train import build_module
+    from nnlab.tasks import build_module
 
     class Timer(L.Callback):
         """Ticks the clock by the optimizer steps done (several per batch with

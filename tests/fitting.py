@@ -9,7 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from nnlab.train import build_module
+from nnlab.tasks import build_module
 
 # Trainer options of a test fit: no logger, checkpoints, progress bar or model summary.
 QUIET = {

@@ -1,5 +1,6 @@
 """Config checks that run before any data loads: keys and value types against the constructor or
-function a config goes to (nnlab.checks), and the run's seed (nnlab.config.resolve_seed).
+function a config goes to (nnlab.core.arguments, nnlab.validation), and the run's seed
+(nnlab.validation.resolve_seed).
 Whole configs with bad values are in test_training.py (they must fail before data loads)."""
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from typing import Literal
 import pytest
 from omegaconf import OmegaConf
 
-from nnlab.checks import check_arguments, check_options
-from nnlab.config import MAX_SEED, ConfigError, resolve_seed
+from nnlab.core import ConfigError
+from nnlab.core.arguments import check_options
+from nnlab.validation import MAX_SEED, check_arguments, resolve_seed
 
 
 class Base:

@@ -10,13 +10,13 @@ from hydra.errors import MissingConfigException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf, open_dict
 
-from nnlab.checks import check_callbacks_and_loggers
-from nnlab.config import ConfigError, data_task, validate
+from nnlab.core import ConfigError
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, valid_losses
+from nnlab.tasks import module_class
 from nnlab.tasks.base import metric_mode
-from nnlab.train import module_class
+from nnlab.validation import check_callbacks_and_loggers, data_task, validate
 
 from .conftest import CONFIG_DIR
 
@@ -64,7 +64,7 @@ def test_every_option_passes_the_config_checks(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}", *REQUIRED.get(option, ()), *data)
     task = validate(cfg)
     with open_dict(cfg):
-        cfg.optimized_metric = cfg.optimized_metric or module_class(cfg, task).monitor
+        cfg.optimized_metric = cfg.optimized_metric or module_class(cfg.model, task).monitor
         cfg.optimized_mode = cfg.optimized_mode or metric_mode(cfg.optimized_metric)
     check_callbacks_and_loggers(cfg)
 

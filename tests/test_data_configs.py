@@ -13,9 +13,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf.errors import MissingMandatoryValue
 
-from nnlab.config import ConfigError, validate
+from nnlab.core import ConfigError
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.remote import RemoteDataModule
+from nnlab.validation import validate
 
 from .conftest import ROOT
 from .http_fixtures import closed_port_url

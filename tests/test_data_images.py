@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data import images
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.images import CatsVsDogsDataModule, ImageFolderDataModule, find_images

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data import tabular
 from nnlab.data.download import MIRROR_ENV, DataUnavailableError
 from nnlab.data.spec import DataSpec, TargetScale

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data import vision
 from nnlab.data.download import MIRROR_ENV
 from nnlab.data.vision import (

@@ -14,10 +14,10 @@ from PIL import Image
 
 from nnlab.callbacks import LayerDiagnostics, PredictionDiagnostics, find_layers, output
 from nnlab.callbacks.predictions import as_images
+from nnlab.core.hydra import instantiate_group
 from nnlab.evaluate import load_module
 from nnlab.nn.activations import Maxout
 from nnlab.nn.networks import MLP, Perceptron
-from nnlab.run import instantiate_group
 from nnlab.train import train
 
 from .fitting import data_and_module, quiet_trainer

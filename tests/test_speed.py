@@ -13,7 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nnlab.config import ConfigError, register_resolvers
+from nnlab.core import ConfigError
+from nnlab.core.hydra import register_resolvers
 from nnlab.speed import apply_speed
 from nnlab.tasks.base import AUTO_STEPS_PER_BATCH
 from nnlab.tasks.graphed import _restore, _snapshot, optimizer_options

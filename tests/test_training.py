@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule
 from nnlab.evaluate import evaluate, load_module
 from nnlab.train import train

@@ -10,7 +10,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.download import DataUnavailableError
 
 T = TypeVar("T")

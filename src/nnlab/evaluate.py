@@ -7,21 +7,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.checks import read_checkpoint
-from nnlab.config import ConfigError, validate_eval
-from nnlab.run import (
-    hydra_choices,
-    print_metrics,
-    scalar_metrics,
-    seed_everything,
-    setup_console,
-    write_results,
-)
-from nnlab.tasks.base import TaskModule, module_class_path
+from nnlab.checkpoints import module_class_path, read_checkpoint
+from nnlab.console import setup_console
+from nnlab.core import ConfigError
+from nnlab.core.hydra import hydra_choices
+from nnlab.results import print_metrics, scalar_metrics, write_results
+from nnlab.tasks.base import TaskModule
 from nnlab.tracking import instantiate_loggers, log_config, tracking
+from nnlab.validation import validate_eval
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +56,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         data_cfg = with_local_data_dir(module.hparams.data, cfg.paths.data_dir)
     else:
         raise ConfigError("the checkpoint records no data config; pass one with data=<option>")
-    seed_everything(cfg.get("seed"))
+    if cfg.get("seed") is not None:  # 0 is a seed; null leaves the run unseeded
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(OmegaConf.create(data_cfg), _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("test")

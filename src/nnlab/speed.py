@@ -12,16 +12,47 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, open_dict
 
-from nnlab.config import check_speed
+from nnlab.core import ConfigError, is_int
 from nnlab.data.loaders import BatchGroup
 
 log = logging.getLogger(__name__)
+
+
+# The valid values of the speed group's keys that take one of a few (configs/speed).
+SPEED_CHOICES: dict[str, tuple[Any, ...]] = {
+    "resident": ("auto", True, False),
+    "optimizer_impl": (None, "fused", "foreach"),
+    "matmul_precision": ("highest", "high", "medium"),
+}
+
+
+def check_speed(speed: DictConfig | dict[str, Any]) -> None:
+    """Raises ConfigError naming a speed key whose value cannot work, and what is valid."""
+
+    def fail(key: str, valid: str) -> None:
+        raise ConfigError(f"speed.{key} must be {valid}, got {speed.get(key)!r}")
+
+    for key, choices in SPEED_CHOICES.items():
+        if key in speed and speed[key] not in choices:
+            fail(key, "one of " + ", ".join("null" if c is None else str(c) for c in choices))
+    steps = speed.get("steps_per_batch", "auto")
+    if steps != "auto" and not (is_int(steps) and steps >= 1):
+        fail("steps_per_batch", "auto or an int >= 1")
+    if not isinstance(speed.get("cuda_graph", False), bool):
+        fail("cuda_graph", "true or false")
+    seconds = speed.get("write_checkpoints_every_s", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        fail("write_checkpoints_every_s", "a number of seconds >= 0")
+    sanity = speed.get("sanity_val_steps")
+    if sanity is not None and not (is_int(sanity) and sanity >= -1):
+        fail("sanity_val_steps", "null, -1 (all) or an int >= 0")
 
 
 def uses_gpu(trainer_cfg: DictConfig) -> bool:

@@ -29,7 +29,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
+from nnlab.core.hydra import hydra_choices
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ def hydra_identity(cfg: DictConfig) -> dict[str, Any]:
     """`run_identity` for the running Hydra job (group and job number only under --multirun)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-
-    from nnlab.run import hydra_choices
 
     sweep_dir = job_num = None
     if HydraConfig.initialized():
@@ -203,8 +202,6 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """Sends the resolved config to every logger: flattened (with the group choices) for W&B,
     where dotted keys are searchable; nested elsewhere."""
-    from nnlab.run import hydra_choices
-
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         if isinstance(logger, WandbLogger):

@@ -4,45 +4,23 @@ checkpoint, and write results.json. train.py at the repository root calls `train
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from nnlab.config import local_checkpoint, resolve_seed, validate
-
-if TYPE_CHECKING:
-    import lightning as L
+from nnlab.checkpoints import check_resume, check_resume_data, local_checkpoint
+from nnlab.console import setup_console
+from nnlab.core.hydra import hydra_choices, instantiate_group
+from nnlab.results import print_metrics, scalar_metrics, write_results
+from nnlab.speed import apply_speed, frozen_heap
+from nnlab.tasks import build_module, module_class
+from nnlab.tasks.base import metric_mode
+from nnlab.tracking import instantiate_loggers, log_config, tracking
+from nnlab.validation import check_callbacks_and_loggers, resolve_seed, validate
 
 log = logging.getLogger(__name__)
-
-
-def module_class(cfg: DictConfig, task: str) -> type:
-    """The task module class: the perceptron rule for model=perceptron, else the task's
-    gradient-trained module."""
-    from hydra.utils import get_class
-
-    from nnlab.nn.networks import Perceptron
-    from nnlab.tasks import BinaryTask, MulticlassTask, PerceptronTask, RegressionTask
-
-    if issubclass(get_class(cfg.model._target_), Perceptron):
-        return PerceptronTask
-    return {"regression": RegressionTask, "binary": BinaryTask, "multiclass": MulticlassTask}[task]
-
-
-def build_module(cfg: DictConfig, spec: Any):
-    """The task module for the data's spec (see module_class)."""
-    cls = module_class(cfg, spec.task)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return cls(
-        spec=spec.to_dict(),
-        model=container["model"],
-        loss=container.get("loss"),
-        optimizer=container.get("optimizer"),
-        scheduler=container.get("scheduler") or None,
-        data=container["data"],
-        speed=container.get("speed"),
-    )
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -52,14 +30,8 @@ def train(cfg: DictConfig) -> float | None:
         cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
     task = validate(cfg)
 
-    from nnlab.checks import check_callbacks_and_loggers, check_resume, check_resume_data
-    from nnlab.run import instantiate_group, seed_everything, setup_console
-    from nnlab.speed import apply_speed
-    from nnlab.tasks.base import metric_mode
-    from nnlab.tracking import instantiate_loggers, log_config, tracking
-
     with open_dict(cfg):
-        cfg.optimized_metric = cfg.get("optimized_metric") or module_class(cfg, task).monitor
+        cfg.optimized_metric = cfg.get("optimized_metric") or module_class(cfg.model, task).monitor
         cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
     check_callbacks_and_loggers(cfg)
     resumed = local_checkpoint(cfg)
@@ -68,7 +40,7 @@ def train(cfg: DictConfig) -> float | None:
     setup_console()
     if drawn:
         log.info("seed=null: this run drew seed=%d (pass seed=%d to repeat it)", seed, seed)
-    seed_everything(seed)
+    L.seed_everything(seed, workers=True, verbose=False)
     apply_speed(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("speed") and hasattr(datamodule, "resident"):
@@ -95,9 +67,6 @@ def fit_and_test(
 ) -> float | None:
     """Fits, validates and tests the best checkpoint, writes results.json; returns the value of
     `optimized_metric`."""
-    from nnlab.run import hydra_choices, print_metrics, scalar_metrics, write_results
-    from nnlab.speed import frozen_heap
-
     with frozen_heap():
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = scalar_metrics(trainer.callback_metrics)

@@ -27,7 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 
 
 class BufferedCheckpoint(ModelCheckpoint):

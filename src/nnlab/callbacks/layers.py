@@ -23,7 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from nnlab.callbacks import output
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.loaders import BatchGroup
 from nnlab.nn.activations import ACTIVATIONS, Maxout
 

@@ -21,7 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nnlab.callbacks import output
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
-from nnlab.config import ConfigError, is_int
+from nnlab.core import ConfigError, is_int
 from nnlab.data.loaders import BatchGroup, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract, fetch, make_readable, verify_zip
 from nnlab.data.remote import RemoteDataModule

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule
 from nnlab.data.download import folder_lock
 

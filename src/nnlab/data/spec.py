@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-TASKS = ("regression", "binary", "multiclass")
+from nnlab.core.tasks import TASKS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule, Split
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule, Split, _split
 from nnlab.data.download import DataUnavailableError, Remote, fetch
 from nnlab.data.remote import RemoteDataModule

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract, fetch
 from nnlab.data.remote import RemoteDataModule

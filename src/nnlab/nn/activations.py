@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 
 
 class Abs(nn.Module):

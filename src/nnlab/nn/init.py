@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 from nnlab.nn.activations import create_activation, split_config
 
 

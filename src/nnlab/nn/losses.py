@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.config import ConfigError
-
-TASKS = ("regression", "binary", "multiclass")
+from nnlab.core import ConfigError
 
 
 class TaskLoss(nn.Module):

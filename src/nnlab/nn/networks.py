@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nnlab.config import ConfigError, is_int
+from nnlab.core import ConfigError, is_int
+from nnlab.core.tasks import TASKS
 from nnlab.nn.activations import Maxout, create_activation, split_config
 from nnlab.nn.init import gain, init_linear
 
@@ -24,7 +25,7 @@ class MLP(nn.Sequential):
     linear: the task's loss applies the sigmoid/softmax).
     """
 
-    tasks: ClassVar[tuple[str, ...]] = ("regression", "binary", "multiclass")
+    tasks: ClassVar[tuple[str, ...]] = TASKS
 
     def __init__(
         self,

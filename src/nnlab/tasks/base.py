@@ -22,7 +22,8 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
-from nnlab.config import ConfigError, is_int
+from nnlab.checkpoints import MODULE_KEY
+from nnlab.core import ConfigError, is_int
 from nnlab.data.loaders import BatchGroup
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
@@ -394,12 +395,4 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets eval.py (or anyone) find the class that reloads this checkpoint.
-        checkpoint["nnlab_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
-
-
-def module_class_path(checkpoint: dict[str, Any]) -> str:
-    """The dotted class path stored in a checkpoint written by a TaskModule."""
-    try:
-        return checkpoint["nnlab_module"]
-    except KeyError:
-        raise ConfigError("this checkpoint was not written by an nnlab task module") from None
+        checkpoint[MODULE_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.core import ConfigError
 
 # (x, y) -> loss; must be capturable: no host syncs, static shapes. It may add to device
 # accumulators (metric sums): inside the graph those additions replay with every step.

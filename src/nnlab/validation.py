@@ -1,0 +1,264 @@
+"""Validation of a composed config, before any data loads: train.py's `validate` and eval.py's
+`validate_eval`, and nothing else checks a whole config.
+
+Every component config is checked against the constructor it goes to (nnlab.core.arguments).
+Then each component is built once without data, so that its own checks run now: the
+datamodule (construction loads nothing), the model on the "meta" device with placeholder sizes,
+the loss, the optimizer and scheduler on one placeholder parameter, and the Trainer. The speed
+group is checked by nnlab.speed.check_speed, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab.checkpoints import local_checkpoint
+from nnlab.core import ConfigError, is_int
+from nnlab.core.arguments import check_options, fits
+from nnlab.core.hydra import instantiate_config, picked_option
+from nnlab.nn.activations import ACTIVATIONS, Maxout, split_config
+from nnlab.nn.init import INITIALIZERS, check_config
+from nnlab.nn.losses import LOSSES, create_loss, resolve_name
+from nnlab.speed import check_speed
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+# Seeds Lightning (and numpy) accept: unsigned 32-bit.
+MAX_SEED = 2**32 - 1
+
+
+def resolve_seed(seed: Any) -> tuple[int, bool]:
+    """The run's seed and whether it was drawn: `seed` itself, or for null a fresh random one.
+
+    DDP processes that Lightning starts inherit the first process's seed through
+    PL_GLOBAL_SEED (set by seeding, as Lightning does), so all ranks split the data alike.
+    """
+    if seed is not None:
+        if not is_int(seed) or not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an int in [0, {MAX_SEED}] or null, got {seed!r}")
+        return seed, False
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP process other than the first
+        inherited = os.environ.get("PL_GLOBAL_SEED")
+        if inherited is None:
+            raise ConfigError(
+                "seed=null draws a seed per run, but this process was started by a launcher "
+                "(torchrun, SLURM) without the first process's seed: set seed=<int>"
+            )
+        return int(inherited), True
+    return secrets.randbelow(MAX_SEED + 1), True
+
+
+def data_task(data_cfg: DictConfig | dict[str, Any]) -> str:
+    """The task a data config's datamodule declares, read from its class."""
+    target = data_cfg.get("_target_")
+    if not target:
+        raise ConfigError("the data config has no _target_ (the datamodule class)")
+    task = getattr(get_class(target), "task", None)
+    if task is None:
+        raise ConfigError(f"{target} declares no task (regression, binary or multiclass)")
+    return task
+
+
+def validate(cfg: DictConfig) -> str:
+    """Checks that data, model, loss, optimizer and trainer can work together; returns the
+    data's task.
+
+    Runs before anything is loaded, so a bad combination or option costs no time: besides the
+    combinations, every key of every component's config is checked against the constructor it
+    goes to (nnlab.checks), and each component is built once without data (the model on
+    placeholders) so that its own checks run now.
+    """
+    task = data_task(cfg.data)
+    data_name = picked_option("data", cfg.data._target_.rsplit(".", 1)[-1])
+    model_target = cfg.model.get("_target_")
+    model_tasks = getattr(get_class(model_target), "tasks", None) if model_target else None
+    if model_tasks is not None and task not in model_tasks:
+        model_name = picked_option("model", model_target)
+        raise ConfigError(
+            f"model={model_name} cannot train data={data_name} (a {task} task); it trains "
+            f"{', '.join(model_tasks)} tasks. Pick another model (linear, mlp) or another data set."
+        )
+    try:
+        resolve_name(OmegaConf.to_container(cfg.get("loss"), resolve=True), task)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (data={data_name} is a {task} task)") from None
+    if cfg.get("speed"):
+        check_speed(cfg.speed)
+    check_components(cfg, task)  # the datamodule's own checks (batch_size...) run here
+    ckpt_path = local_checkpoint(cfg)
+    if ckpt_path and not os.path.isfile(ckpt_path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+    return task
+
+
+def validate_eval(cfg: DictConfig) -> None:
+    """eval.py's share of validate(): the seed, the trainer (keys, types, a GPU where asked for,
+    built once) and a data config given with data=<option> (keys, types, built once)."""
+    if cfg.get("seed") is not None:
+        resolve_seed(cfg.seed)
+    if cfg.get("data"):
+        check_data(cfg)
+    check_trainer(cfg)
+
+
+def check_components(cfg: DictConfig, task: str) -> None:
+    """The checks of this module on the data, model, activation, init, loss, optimizer,
+    scheduler and Trainer configs, in the order a run builds them."""
+    check_data(cfg)
+    check_registries(cfg, task)
+    check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
+    check_buildable(cfg)
+    check_trainer(cfg)
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The data config's keys and types, and the datamodule built once (it loads nothing)."""
+    check_arguments(cfg.data, "data")
+    check_built(cfg, "data", lambda: instantiate_config(cfg.data))
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """The trainer config's keys and types, a GPU where one is asked for, and the Trainer
+    built once."""
+    check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
+    check_accelerator(cfg.trainer.get("accelerator"))
+    check_built(cfg, "trainer", lambda: quiet_trainer(cfg.trainer))
+
+
+def check_callbacks_and_loggers(cfg: DictConfig) -> None:
+    """Keys and types of the callbacks, diagnostics and logger entries, and the callbacks built
+    once (their constructors create no files; loggers' may, so those are not built). Call it
+    once optimized_metric and optimized_mode, which the checkpoint callbacks interpolate, are
+    filled in."""
+    for group in ("callbacks", "diagnostics", "logger"):
+        for key, node in (cfg.get(group) or {}).items():
+            if node and "_target_" in node:
+                check_arguments(node, f"{group}.{key}")
+                if group != "logger":
+                    label = f"{group}.{key}"
+                    check_built(cfg, group, lambda node=node: instantiate_config(node), label)
+
+
+def check_arguments(cfg: DictConfig, group: str, passed_in: tuple[str, ...] = ()) -> None:
+    """Raises ConfigError naming the first key of `cfg` (the config of group `group`) that
+    `cfg._target_` does not take or whose value does not fit its annotation, and what is valid.
+
+    passed_in: arguments the code supplies itself (e.g. a model's in_features): not config keys.
+    """
+    target = cfg.get("_target_")
+    if not target:
+        return
+    values = OmegaConf.to_container(cfg, resolve=True)
+    options = {k: v for k, v in values.items() if not k.startswith("_")}
+    check_options(options, get_class(target), group, target, passed_in)
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """Refuses a GPU accelerator where torch sees no CUDA GPU, saying why that may be (a CPU
+    build of torch is the usual reason)."""
+    if accelerator not in ("gpu", "cuda"):
+        return
+    if torch.cuda.is_available():
+        return
+    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    raise ConfigError(
+        f"trainer.accelerator={accelerator}, but torch {torch.__version__} ({build}) sees no "
+        "CUDA GPU here; use trainer=cpu, or trainer=default to take a GPU when there is one"
+    )
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Builds the model on the "meta" device with placeholder sizes, and the optimizer and
+    scheduler on one placeholder parameter, so that what their constructors refuse (a hidden
+    size of 0, a negative learning rate, an unknown option) is reported before data loads."""
+
+    def model() -> Any:
+        with torch.device("meta"):
+            return instantiate_config(cfg.model, in_features=1, out_features=1)
+
+    check_built(cfg, "model", model)
+    if not cfg.get("optimizer"):
+        return
+    check_arguments(cfg.optimizer, "optimizer", passed_in=("params",))
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    def optimizer() -> Any:
+        return instantiate_config(cfg.optimizer)(params=[param])
+
+    built = check_built(cfg, "optimizer", optimizer)
+    if cfg.get("scheduler") and built is not None:
+        check_arguments(cfg.scheduler, "scheduler", passed_in=("optimizer",))
+        check_built(cfg, "scheduler", lambda: instantiate_config(cfg.scheduler)(optimizer=built))
+
+
+def check_registries(cfg: DictConfig, task: str) -> None:
+    """The activation, init and loss configs ({name, **options}, no _target_): options against
+    the registered factory's parameters; the loss is also built (without the class count)."""
+    activation = OmegaConf.to_container(cfg.activation, resolve=True)
+    name, options = split_config(activation)
+    if name == "maxout":
+        check_options(options, Maxout, "activation", "maxout", ("in_features", "out_features"))
+    else:
+        check_options(options, ACTIVATIONS[name], "activation", name, ("width",))
+    name, options, bias = check_config(OmegaConf.to_container(cfg.init, resolve=True))
+    if bias is not None and not fits(bias, float):
+        raise ConfigError(f"init.bias must be a number, got {bias!r}")
+    if INITIALIZERS[name] is None and options:
+        raise ConfigError(f"init={name} takes no options, got {', '.join(options)}")
+    if INITIALIZERS[name] is not None:
+        check_options(options, INITIALIZERS[name], "init", name, ("w", "gain"))
+    loss = OmegaConf.to_container(cfg.get("loss"), resolve=True) if cfg.get("loss") else None
+    if loss and loss.get("name", "auto") != "auto":
+        options = {k: v for k, v in loss.items() if k != "name"}
+        check_options(
+            options, LOSSES[resolve_name(loss, task)], "loss", loss["name"], ("num_classes",)
+        )
+    check_built(cfg, "loss", lambda: create_loss(loss, task, None))
+
+
+def check_built(
+    cfg: DictConfig, group: str, build: Callable[[], T], label: str | None = None
+) -> T | None:
+    """build() (a component made from cfg[group]); what its constructor refuses becomes a
+    ConfigError naming the group's option (or `label`). Only refusals count (ConfigError,
+    ValueError, TypeError, Lightning's MisconfigurationException): anything else (say, a model
+    that reads a tensor's value while it is built, which "meta" cannot do) is left to the real
+    build."""
+    refusals = (ConfigError, TypeError, ValueError, MisconfigurationException)
+    try:
+        return build()
+    except (InstantiationException, *refusals) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e
+        if isinstance(cause, ConfigError):
+            raise ConfigError(str(cause)) from None
+        if not isinstance(cause, refusals):
+            return None
+        if label is None:
+            node = cfg.get(group)
+            target = str(node.get("_target_") or node.get("name")) if node else group
+            label = f"{group}={picked_option(group, target)}"
+        raise ConfigError(f"{label}: {cause}") from None
+
+
+def quiet_trainer(trainer_cfg: DictConfig) -> Any:
+    """The configured Trainer, built and dropped, without its "GPU available" lines (the real
+    one prints them)."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    try:
+        return instantiate_config(trainer_cfg, callbacks=[], logger=False)
+    finally:
+        lightning_log.setLevel(level)
