@@ -15,8 +15,8 @@ import torch
 from nnlab.core import ConfigError, is_int
 from nnlab.data.loaders import BatchGroup, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
+from nnlab.data.splits import Split, seeded_splits
 
-Split = tuple[torch.Tensor, torch.Tensor]
 NORMALIZE = ("global", "feature", "none")
 RESIDENT = ("auto", True, False)
 # resident=auto keeps the splits on a GPU when together they take at most this share of its
@@ -90,20 +90,21 @@ class ArrayDataModule(L.LightningDataModule):
         """
         raise NotImplementedError
 
+    def corrupt_train(self, train: Split) -> Split:
+        """The training split as trained on, after the seeded split: here unchanged; a subclass
+        may corrupt it (e.g. outlier targets) while validation and test stay clean."""
+        return train
+
     # -- the same for every data set ----------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         raw, class_names = self.load()
-        g = torch.Generator().manual_seed(self.seed)
-        train, val, test = raw["train"], raw.get("val"), raw.get("test")
-        if test is None:
-            train, test = _split(train, self.test_fraction, g)
-        if val is None:
-            train, val = _split(train, self.val_fraction, g)
+        splits = seeded_splits(raw, self.val_fraction, self.test_fraction, self.seed)
+        train = splits["train"] = self.corrupt_train(splits["train"])
         mean, std = self._statistics(train[0])
         self.normalizer = None if self.normalize == "none" else Normalize.from_stats(mean, std)
-        self.splits = {"train": train, "val": val, "test": test}
+        self.splits = splits
         y = train[1]
         if self.task == "regression":
             num_outputs = 1 if y.dim() == 1 else y.shape[1]
@@ -194,18 +195,3 @@ class ArrayDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches | HostBatches:
         return self._loader("test", train=False)
-
-
-def _split(data: Split, fraction: float, g: torch.Generator) -> tuple[Split, Split]:
-    """A seeded random split into (1 − fraction, fraction) parts, each of 2 samples or more."""
-    x, y = data
-    # Two at least on each side: metrics such as R² are undefined on one sample.
-    n_held = max(2, round(len(x) * fraction))
-    if len(x) - n_held < 2:
-        raise ConfigError(
-            f"cannot hold out {fraction:.0%} of only {len(x)} samples and keep 2 on each side: "
-            "use more data, or change data.val_fraction / data.test_fraction"
-        )
-    order = torch.randperm(len(x), generator=g)
-    keep, held = order[n_held:], order[:n_held]
-    return (x[keep], y[keep]), (x[held], y[held])

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from nnlab.core import ConfigError
-from nnlab.data.base import ArrayDataModule, Split, _split
+from nnlab.data.base import ArrayDataModule, Split
 from nnlab.data.download import DataUnavailableError, Remote, fetch
 from nnlab.data.remote import RemoteDataModule
 from nnlab.data.spec import TargetScale
+from nnlab.data.splits import seeded_splits
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +160,13 @@ class TableDataModule(ArrayDataModule):
             )
             rows = [r for r, keep in zip(rows, present, strict=True) if keep]
             y = y[present]
-        # The same seeded test-then-validation split the base class makes, on row indices, so
-        # the feature pipeline and the target scale can be fitted on the training rows alone.
-        g = torch.Generator().manual_seed(self.seed)
+        # The seeded split the base class makes, on row indices, so that the feature pipeline
+        # and the target scale can be fitted on the training rows alone.
         idx = torch.arange(len(rows))
-        (rest, _), (test, _) = _split((idx, idx), self.test_fraction, g)
-        (train, _), (val, _) = _split((rest, rest), self.val_fraction, g)
+        parts = seeded_splits(
+            {"train": (idx, idx)}, self.val_fraction, self.test_fraction, self.seed
+        )
+        train, val, test = (parts[s][0] for s in ("train", "val", "test"))
         features = [i for i, h in enumerate(header) if h != self.target and h not in self.drop]
         if not features:
             raise ConfigError(f"{self.describe_source()}: no feature columns are left")
