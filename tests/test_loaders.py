@@ -8,7 +8,7 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from nnlab.data.base import ArrayDataModule, Split
-from nnlab.data.loaders import EpochPermutation, HostBatches, Normalize, TensorBatches
+from nnlab.data.loaders import BatchOrder, EpochPermutation, HostBatches, Normalize, TensorBatches
 
 
 def ids(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,16 +24,16 @@ def epoch(loader, e: int) -> list[torch.Tensor]:
 @pytest.mark.parametrize("cls", [TensorBatches, HostBatches])
 def test_every_sample_once_per_epoch_in_a_new_seeded_order(cls):
     x, y = ids(103)
-    loader = cls(x, y, batch_size=10, shuffle=True, seed=7)
+    loader = cls(x, y, batch_size=10, order=BatchOrder(shuffle=True, seed=7))
     first, second = epoch(loader, 0), epoch(loader, 1)
     assert [len(b) for b in first] == [10] * 10 + [3]  # the ragged last batch is kept
     assert len(loader) == 11
     for batches in (first, second):
         assert sorted(torch.cat(batches).tolist()) == list(range(103))
     assert not torch.equal(torch.cat(first), torch.cat(second))
-    again = cls(x, y, batch_size=10, shuffle=True, seed=7)
+    again = cls(x, y, batch_size=10, order=BatchOrder(shuffle=True, seed=7))
     assert torch.equal(torch.cat(epoch(again, 1)), torch.cat(second))
-    other_seed = cls(x, y, batch_size=10, shuffle=True, seed=8)
+    other_seed = cls(x, y, batch_size=10, order=BatchOrder(shuffle=True, seed=8))
     assert not torch.equal(torch.cat(epoch(other_seed, 1)), torch.cat(second))
 
 
@@ -41,19 +41,23 @@ def test_unshuffled_batches_are_in_order_and_inputs_match_targets():
     x, y = ids(25)
     batches = list(TensorBatches(x, y, batch_size=8))
     assert torch.equal(torch.cat([b[1] for b in batches]), torch.arange(25))
-    for xb, yb in TensorBatches(x, y, batch_size=8, shuffle=True, seed=1):
+    for xb, yb in TensorBatches(x, y, batch_size=8, order=BatchOrder(shuffle=True, seed=1)):
         assert torch.equal(xb[:, 0].long(), yb)
 
 
 @pytest.mark.parametrize("n", [10, 11, 13, 3])
 @pytest.mark.parametrize("replicas", [2, 3, 4])
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_shards_equal_distributed_sampler(n, replicas, shuffle):
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_shards_equal_distributed_sampler(n, replicas, shuffle, drop_last):
     dataset = list(range(n))
     for rank in range(replicas):
         for e in (0, 5):
-            ours = EpochPermutation(n, shuffle, seed=3, num_replicas=replicas, rank=rank)
-            theirs = DistributedSampler(dataset, replicas, rank, shuffle=shuffle, seed=3)
+            how = BatchOrder(shuffle, seed=3, num_replicas=replicas, rank=rank, drop_last=drop_last)
+            ours = EpochPermutation(n, how)
+            theirs = DistributedSampler(
+                dataset, replicas, rank, shuffle=shuffle, seed=3, drop_last=drop_last
+            )
             ours.set_epoch(e)
             theirs.set_epoch(e)
             order = ours.indices()
@@ -65,7 +69,7 @@ def test_ddp_shards_are_disjoint_up_to_padding_and_cover_the_data():
     x, y = ids(50)
     seen = []
     for rank in range(3):
-        loader = TensorBatches(x, y, 8, shuffle=True, seed=0, num_replicas=3, rank=rank)
+        loader = TensorBatches(x, y, 8, BatchOrder(True, seed=0, num_replicas=3, rank=rank))
         seen.append(torch.cat(epoch(loader, 2)))
     assert {len(s) for s in seen} == {17}  # padded to equal length, like DistributedSampler
     allseen = torch.cat(seen)
@@ -98,8 +102,9 @@ def test_normalizing_float_batches_leaves_the_resident_split_untouched(stats):
 def test_host_and_resident_loaders_give_identical_batches():
     x, y = ids(37)
     norm = Normalize.from_stats(torch.tensor(3.0), torch.tensor(2.0))
-    a = TensorBatches(x, y, 5, shuffle=True, seed=2, normalize=norm, num_replicas=2, rank=1)
-    b = HostBatches(x, y, 5, shuffle=True, seed=2, normalize=norm, num_replicas=2, rank=1)
+    order = BatchOrder(shuffle=True, seed=2, num_replicas=2, rank=1)
+    a = TensorBatches(x, y, 5, order, normalize=norm)
+    b = HostBatches(x, y, 5, order, normalize=norm)
     for e in (0, 1):
         a.sampler.set_epoch(e)
         b.sampler.set_epoch(e)
@@ -145,7 +150,7 @@ class CountingNormalize(Normalize):
 def test_batches_can_come_in_groups_for_several_steps_per_call():
     x, y = ids(45)
     norm = CountingNormalize(torch.tensor(0.5), torch.tensor(-1.0))
-    options = {"batch_size": 10, "shuffle": True, "seed": 3, "normalize": norm}
+    options = {"batch_size": 10, "order": BatchOrder(shuffle=True, seed=3), "normalize": norm}
     grouped = TensorBatches(x, y, batches_per_item=2, **options)
     single = TensorBatches(x, y, **options)
     items = list(grouped)
@@ -195,7 +200,7 @@ def test_resident_batches_on_the_gpu_come_in_the_cpu_order():
     for rank in (0, 1):
         on = {
             device: TensorBatches(
-                x.to(device), y.to(device), 16, shuffle=True, seed=3, num_replicas=2, rank=rank
+                x.to(device), y.to(device), 16, BatchOrder(True, seed=3, num_replicas=2, rank=rank)
             )
             for device in ("cpu", "cuda")
         }

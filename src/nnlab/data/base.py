@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from nnlab.core import ConfigError, is_int
-from nnlab.data.loaders import BatchGroup, HostBatches, Normalize, TensorBatches
+from nnlab.data.loaders import BatchGroup, BatchOrder, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 from nnlab.data.splits import Split, seeded_splits
 
@@ -159,15 +159,15 @@ class ArrayDataModule(L.LightningDataModule):
         else:
             size = max(self.eval_batch_size, 1)
         device, replicas, rank = self._placement()
-        common = {"shuffle": train, "seed": self.seed, "num_replicas": replicas, "rank": rank}
+        order = BatchOrder(shuffle=train, seed=self.seed, num_replicas=replicas, rank=rank)
         if self.is_resident(device):
             x, y = self._device_split(split, device)
             norm = None if self.normalizer is None else self.normalizer.to(device)
             per_item = self.train_batches_per_item if train else 1
-            return TensorBatches(x, y, size, normalize=norm, batches_per_item=per_item, **common)
+            return TensorBatches(x, y, size, order, normalize=norm, batches_per_item=per_item)
         x, y = self.splits[split]
         return HostBatches(
-            x, y, size, normalize=self.normalizer, pin_memory=device.type == "cuda", **common
+            x, y, size, order, normalize=self.normalizer, pin_memory=device.type == "cuda"
         )
 
     def transfer_batch_to_device(

@@ -17,12 +17,31 @@ permutation, padded to equal length, rank-strided), so results do not depend on 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BatchOrder:
+    """Which samples a loader reads in each epoch, and in what order (see EpochPermutation).
+
+    Args:
+        shuffle: a new permutation per epoch; False reads the split in storage order.
+        seed: seeds the permutations (epoch e uses seed + e).
+        num_replicas, rank: DDP sharding; each rank reads its own shard.
+        drop_last: drop the tail that does not divide among the ranks, instead of padding.
+    """
+
+    shuffle: bool = False
+    seed: int = 0
+    num_replicas: int = 1
+    rank: int = 0
+    drop_last: bool = False
 
 
 class EpochPermutation:
@@ -36,20 +55,13 @@ class EpochPermutation:
     matches DistributedSampler bit for bit on any device, then copied to the device.
     """
 
-    def __init__(
-        self,
-        n: int,
-        shuffle: bool,
-        seed: int,
-        num_replicas: int = 1,
-        rank: int = 0,
-        drop_last: bool = False,
-    ) -> None:
+    def __init__(self, n: int, order: BatchOrder) -> None:
+        num_replicas, rank = order.num_replicas, order.rank
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
-        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
-        if drop_last and n % num_replicas:
+        self.n, self.shuffle, self.seed, self.epoch = n, order.shuffle, order.seed, 0
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, order.drop_last
+        if order.drop_last and n % num_replicas:
             self.num_samples = n // num_replicas
         else:
             self.num_samples = -(-n // num_replicas)
@@ -116,10 +128,8 @@ class TensorBatches:
     Args:
         x, y: the split's inputs (as stored, e.g. uint8) and targets, on the device to train on.
         batch_size: samples per batch; the last batch of an epoch may be smaller.
-        shuffle: a new permutation per epoch (see EpochPermutation).
-        seed: seeds the permutations.
+        order: shuffling and DDP sharding (see BatchOrder).
         normalize: applied to each input batch (None: inputs as stored).
-        num_replicas, rank: DDP sharding; each rank reads its own shard.
         batches_per_item: >1 yields BatchGroups of that many consecutive batches (the last may
             be shorter), for a training step that runs several optimizer steps per call
             (speed.steps_per_batch); 1 yields the batches themselves.
@@ -130,11 +140,8 @@ class TensorBatches:
         x: torch.Tensor,
         y: torch.Tensor,
         batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
+        order: BatchOrder = BatchOrder(),
         normalize: Normalize | None = None,
-        num_replicas: int = 1,
-        rank: int = 0,
         batches_per_item: int = 1,
     ) -> None:
         _check_split(x, y, batch_size)
@@ -142,7 +149,7 @@ class TensorBatches:
             raise ValueError(f"batches_per_item must be >= 1, got {batches_per_item}")
         self.x, self.y, self.batch_size, self.normalize = x, y, batch_size, normalize
         self.batches_per_item = batches_per_item
-        self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
+        self.sampler = EpochPermutation(len(x), order)
         # Lightning inspects loaders like DataLoaders: it finds `sampler` and calls set_epoch.
         self.batch_sampler = None
 
@@ -262,16 +269,13 @@ class HostBatches:
         x: torch.Tensor,
         y: torch.Tensor,
         batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
+        order: BatchOrder = BatchOrder(),
         normalize: Normalize | None = None,
-        num_replicas: int = 1,
-        rank: int = 0,
         pin_memory: bool = False,
         num_workers: int = 0,
     ) -> None:
         _check_split(x, y, batch_size)
-        self.sampler = EpochPermutation(len(x), shuffle, seed, num_replicas, rank)
+        self.sampler = EpochPermutation(len(x), order)
         self.batch_sampler = None
         self.batch_size = batch_size
         # batch_size=None: the "sampler" yields whole index tensors, the dataset gathers them.
