@@ -11,12 +11,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf, open_dict
 
 from nnlab.core import ConfigError
-from nnlab.nn.activations import ACTIVATIONS
-from nnlab.nn.init import INITIALIZERS
-from nnlab.nn.losses import LOSSES, valid_losses
+from nnlab.nn.losses import valid_losses
 from nnlab.tasks import module_class
 from nnlab.tasks.base import metric_mode
-from nnlab.validation import check_callbacks_and_loggers, data_task, validate
+from nnlab.validation import REGISTRIES, check_callbacks_and_loggers, data_task, validate
 
 from .conftest import CONFIG_DIR
 
@@ -83,7 +81,9 @@ def test_eval_refuses_a_data_option_that_does_not_exist(make_cfg):
 
 def test_config_names_line_up_with_registries():
     """The option's file name is the registry key its `name` holds (aliases excepted)."""
-    for group, registry in (("activation", ACTIVATIONS), ("init", INITIALIZERS), ("loss", LOSSES)):
+    assert [r.group for r in REGISTRIES] == ["activation", "init", "loss"]
+    for registry in REGISTRIES:
+        group = registry.group
         names = {
             o: OmegaConf.load(CONFIG_DIR / group / f"{o}.yaml").get("name") for o in options(group)
         }
@@ -92,7 +92,7 @@ def test_config_names_line_up_with_registries():
                 continue
             assert name == option, f"configs/{group}/{option}.yaml says name: {name}"
         declared = {n for n in names.values() if n}
-        assert declared == set(registry) | ({"auto"} if group == "loss" else set())
+        assert declared == set(registry.names())
 
 
 @pytest.mark.parametrize(

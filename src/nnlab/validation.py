@@ -14,25 +14,30 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nnlab.checkpoints import local_checkpoint
 from nnlab.core import ConfigError, is_int
-from nnlab.core.arguments import check_options, fits
-from nnlab.core.hydra import instantiate_config, picked_option
-from nnlab.nn.activations import ACTIVATIONS, Maxout, split_config
-from nnlab.nn.init import INITIALIZERS, check_config
-from nnlab.nn.losses import LOSSES, create_loss, resolve_name
+from nnlab.core.arguments import check_options
+from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
+from nnlab.nn.activations import ACTIVATIONS
+from nnlab.nn.init import INITIALIZERS
+from nnlab.nn.losses import LOSSES, check_task, create_loss
 from nnlab.speed import check_speed
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+# The registries whose entries configs pick by name, one per config group (configs/<group>/).
+REGISTRIES = (ACTIVATIONS, INITIALIZERS, LOSSES)
 
 
 # Seeds Lightning (and numpy) accept: unsigned 32-bit.
@@ -91,7 +96,7 @@ def validate(cfg: DictConfig) -> str:
             f"{', '.join(model_tasks)} tasks. Pick another model (linear, mlp) or another data set."
         )
     try:
-        resolve_name(OmegaConf.to_container(cfg.get("loss"), resolve=True), task)
+        check_task(plain(cfg.get("loss")), task)
     except ConfigError as e:
         raise ConfigError(f"{e} (data={data_name} is a {task} task)") from None
     if cfg.get("speed"):
@@ -100,6 +105,7 @@ def validate(cfg: DictConfig) -> str:
     ckpt_path = local_checkpoint(cfg)
     if ckpt_path and not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+    warn_ignored_groups(cfg)
     return task
 
 
@@ -203,29 +209,79 @@ def check_buildable(cfg: DictConfig) -> None:
         check_built(cfg, "scheduler", lambda: instantiate_config(cfg.scheduler)(optimizer=built))
 
 
+def plain(node: Any) -> Any:
+    """A config node as plain data, interpolations resolved (a string stays a string)."""
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
 def check_registries(cfg: DictConfig, task: str) -> None:
-    """The activation, init and loss configs ({name, **options}, no _target_): options against
-    the registered factory's parameters; the loss is also built (without the class count)."""
-    activation = OmegaConf.to_container(cfg.activation, resolve=True)
-    name, options = split_config(activation)
-    if name == "maxout":
-        check_options(options, Maxout, "activation", "maxout", ("in_features", "out_features"))
-    else:
-        check_options(options, ACTIVATIONS[name], "activation", name, ("width",))
-    name, options, bias = check_config(OmegaConf.to_container(cfg.init, resolve=True))
-    if bias is not None and not fits(bias, float):
-        raise ConfigError(f"init.bias must be a number, got {bias!r}")
-    if INITIALIZERS[name] is None and options:
-        raise ConfigError(f"init={name} takes no options, got {', '.join(options)}")
-    if INITIALIZERS[name] is not None:
-        check_options(options, INITIALIZERS[name], "init", name, ("w", "gain"))
-    loss = OmegaConf.to_container(cfg.get("loss"), resolve=True) if cfg.get("loss") else None
-    if loss and loss.get("name", "auto") != "auto":
-        options = {k: v for k, v in loss.items() if k != "name"}
-        check_options(
-            options, LOSSES[resolve_name(loss, task)], "loss", loss["name"], ("num_classes",)
-        )
+    """The configs that pick a registry entry by name (activation, init, loss: a name or
+    {name, **options}, no _target_), each against its entry's options: the group's config,
+    and the model's own key of that name where it differs (`model.activation=tanh`). The
+    loss is also built (without the class count)."""
+    model = plain(cfg.get("model")) or {}
+    for registry in REGISTRIES:
+        configs = [plain(cfg.get(registry.group))]
+        if registry.group in model and model[registry.group] != configs[0]:
+            configs.append(model[registry.group])
+        for config in configs:
+            registry.check(config)
+    loss = plain(cfg.get("loss"))
     check_built(cfg, "loss", lambda: create_loss(loss, task, None))
+
+
+def warn_ignored_groups(cfg: DictConfig) -> None:
+    """Logs one warning naming the config groups the user picked that the chosen model does
+    not use (its network class's `ignored_groups`: an activation for model=linear, an
+    optimizer for model=perceptron). Groups left at their default option are not named, so
+    the default activation does not warn on every linear run."""
+    target = cfg.model.get("_target_")
+    ignored_groups = getattr(get_class(target), "ignored_groups", None) if target else None
+    if ignored_groups is None:
+        return
+    picked = picked_groups()
+    ignored = [picked[group] for group in ignored_groups(plain(cfg.model)) if group in picked]
+    if ignored:
+        model = picked_option("model", target)
+        log.warning("model=%s does not use %s: ignored", model, ", ".join(ignored))
+
+
+def picked_groups() -> dict[str, str]:
+    """The config groups the user picked, each with how: the command-line overrides that name
+    it (`activation=tanh`, `model.activation=tanh`, `+optimizer.lr=0.1`: a model key
+    interpolates the group of its name), or `group=option` where an experiment changed the
+    group's default option. Empty outside Hydra."""
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    picked: dict[str, list[str]] = {}
+    for override in hydra_cfg.overrides.task:
+        parts = override.split("=", 1)[0].lstrip("+~").split(".")
+        group = parts[1] if parts[0] == "model" and len(parts) > 1 else parts[0]
+        picked.setdefault(group, []).append(override)
+    defaults = default_choices(hydra_cfg)
+    for group, option in hydra_choices().items():
+        if group not in picked and defaults.get(group, option) != option:
+            picked[group] = [f"{group}={option}"]
+    return {group: " ".join(overrides) for group, overrides in picked.items()}
+
+
+def default_choices(hydra_cfg: DictConfig) -> dict[str, str]:
+    """The option of each group in the primary config's defaults list (configs/train.yaml),
+    before any override or experiment; empty where the configs are not plain files."""
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            primary = Path(source.path) / f"{hydra_cfg.job.config_name}.yaml"
+            defaults = OmegaConf.load(primary).get("defaults") or []
+            return {
+                k: str(v)
+                for entry in defaults
+                if isinstance(entry, DictConfig)
+                for k, v in entry.items()
+            }
+    return {}
 
 
 def check_built(
@@ -247,7 +303,10 @@ def check_built(
             return None
         if label is None:
             node = cfg.get(group)
-            target = str(node.get("_target_") or node.get("name")) if node else group
+            named = (
+                node.get("_target_") or node.get("name") if isinstance(node, DictConfig) else node
+            )
+            target = str(named or group)
             label = f"{group}={picked_option(group, target)}"
         raise ConfigError(f"{label}: {cause}") from None
 

@@ -25,12 +25,14 @@ from torch import nn
 from nnlab.callbacks import output
 from nnlab.core import ConfigError
 from nnlab.data.loaders import BatchGroup
-from nnlab.nn.activations import ACTIVATIONS, Maxout
+from nnlab.nn.activations import ACTIVATIONS, sample
 
 log = logging.getLogger(__name__)
 
-# The activation layers nnlab builds (one of each from the registry; Maxout is a layer of its own).
-ACTIVATION_TYPES = tuple({type(make(width=1)) for make in ACTIVATIONS.values() if make})
+# The activation layers nnlab builds, one of each registry entry: those that follow a Linear
+# layer, and those that replace it and hold their affine map as `.linear` (maxout).
+ACTIVATION_TYPES = tuple({type(sample(e)) for e in ACTIVATIONS if not e.replaces_linear})
+AFFINE_ACTIVATION_TYPES = tuple({type(sample(e)) for e in ACTIVATIONS if e.replaces_linear})
 RELU_FAMILY = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
 ACTIVATION_FIELDS = ("step", "epoch", "layer", "mean", "std", "dead_fraction")
 GRADIENT_FIELDS = ("step", "epoch", "layer", "grad_norm", "weight_norm")
@@ -56,12 +58,12 @@ def find_layers(net: nn.Module) -> list[Layer]:
     """The layers of `net` in network order, named layer1, layer2, ... and `output` for a final
     layer with no activation after it (the logits)."""
     found: list[list[Any]] = []  # [weights, activation]
-    inside_maxout: set[int] = set()
+    inside_activation: set[int] = set()
     for module in net.modules():
-        if isinstance(module, Maxout):  # its linear map and max are one layer
+        if isinstance(module, AFFINE_ACTIVATION_TYPES):  # its linear map and activation: one layer
             found.append([module.linear, module])
-            inside_maxout.add(id(module.linear))
-        elif isinstance(module, nn.Linear) and id(module) not in inside_maxout:
+            inside_activation.add(id(module.linear))
+        elif isinstance(module, nn.Linear) and id(module) not in inside_activation:
             found.append([module, None])
         elif isinstance(module, ACTIVATION_TYPES) and found and found[-1][1] is None:
             found[-1][1] = module

@@ -1,60 +1,24 @@
-"""Weight initializers by name (the file names in configs/init/), with gains that follow the
-activation so that activation variance stays flat over depth.
-
-Gain: for the activations PyTorch knows (identity, sigmoid, tanh, ReLU, leaky ReLU/PReLU) we use
-`torch.nn.init.calculate_gain`, so the numbers match the literature and PyTorch. For the others
-(ELU, softplus, |x|, maxout) we use the definition behind He et al.: gain² = 1 / E[f(z)²] with
-z ~ N(0, 1), which gives exactly 2 for ReLU; the expectation is computed by quadrature.
+"""The initializer registry: an initializer's name (the file name in configs/init/) maps to a
+function that fills a layer's weights, scaled by the gain of the activation that follows the
+layer (nnlab.nn.activations.gain, re-exported here) so that activation variance stays flat over
+depth. Every initializer also takes `bias`, the biases' starting value.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from nnlab.core import ConfigError
-from nnlab.nn.activations import create_activation, split_config
+from nnlab.core.arguments import fits
+from nnlab.core.registry import Entry, Registry
+from nnlab.nn.activations import gain
 
-
-def _second_moment(
-    f: Callable[[torch.Tensor], torch.Tensor],
-    density_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> float:
-    """E[f(z)²] for z ~ N(0, 1), by the trapezoid rule on [−12, 12]."""
-    # On the CPU whatever the default device (networks are also built on "meta" to check them).
-    z = torch.linspace(-12.0, 12.0, 200_001, dtype=torch.float64, device="cpu")
-    density = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
-    if density_weight is not None:
-        density = density * density_weight(z)
-    return torch.trapezoid(f(z) ** 2 * density, z).item()
-
-
-def _maxout_density_weight(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    # The max of k iid N(0,1) has density k·φ(z)·Φ(z)^(k−1).
-    return lambda z: k * (0.5 * (1 + torch.erf(z / math.sqrt(2)))) ** (k - 1)
-
-
-def gain(activation: dict[str, Any] | None) -> float:
-    """The weight-scale gain for layers followed by `activation` (an activation config)."""
-    name, options = split_config(activation)
-    if name == "identity":
-        return 1.0
-    if name in ("sigmoid", "tanh", "relu"):
-        return nn.init.calculate_gain(name)
-    if name == "leaky_relu":
-        return nn.init.calculate_gain("leaky_relu", options.get("negative_slope", 0.01))
-    if name == "prelu":
-        return nn.init.calculate_gain("leaky_relu", options.get("init", 0.25))
-    if name == "maxout":
-        k = options.get("k", 2)
-        return 1.0 / math.sqrt(_second_moment(lambda z: z, _maxout_density_weight(k)))
-    layer = create_activation(activation, width=1).double()
-    with torch.no_grad():
-        return 1.0 / math.sqrt(_second_moment(layer))
+__all__ = ["INITIALIZERS", "Initializer", "gain", "init_linear"]
 
 
 def _fans(weight: torch.Tensor) -> tuple[int, int]:
@@ -104,37 +68,46 @@ def _kaiming_uniform(w: torch.Tensor, gain: float, mode: str = "fan_in") -> None
     nn.init.uniform_(w, -bound, bound)
 
 
-# name -> fn(weight, gain, **options)
-INITIALIZERS: dict[str, Callable[..., None] | None] = {
-    "default": None,  # the layer's own reset_parameters(), weights and bias
-    "zeros": _zeros,
-    "constant": _constant,
-    "normal": _normal,
-    "lecun_normal": _lecun_normal,
-    "xavier_normal": _xavier_normal,
-    "xavier_uniform": _xavier_uniform,
-    "kaiming_normal": _kaiming_normal,
-    "kaiming_uniform": _kaiming_uniform,
-}
+def _default(layer: nn.Linear) -> None:
+    layer.reset_parameters()
 
 
-def check_config(init: dict[str, Any] | None) -> tuple[str, dict[str, Any], float | None]:
-    """An init config as (name, weight options, bias value or None for PyTorch's), checked."""
-    options = dict(init or {"name": "default"})
-    name = options.pop("name", None)
-    if name not in INITIALIZERS:
-        raise ConfigError(f"unknown init {name!r}; valid: {', '.join(INITIALIZERS)}")
-    bias = options.pop("bias", None if name == "default" else 0.0)
-    return name, options, bias
+@dataclass(frozen=True, kw_only=True)
+class Initializer(Entry):
+    """An initializer: its factory fills a layer's weight matrix `w`, scaled by `gain`, or
+    with passed_in=("layer",) the whole `layer`."""
+
+    passed_in: tuple[str, ...] = ("w", "gain")
+    # The biases' value when the config sets none; None keeps what the factory gave them.
+    bias: float | None = 0.0
 
 
-def init_linear(layer: nn.Linear, init: dict[str, Any] | None, gain: float = 1.0) -> None:
-    """Initialise `layer` in place from an init config ({name, bias, **options})."""
-    name, options, bias = check_config(init)
+INITIALIZERS: Registry[Initializer] = Registry(
+    "init",
+    [
+        # The layer's own reset_parameters(), weights and biases.
+        Initializer(name="default", factory=_default, passed_in=("layer",), bias=None),
+        Initializer(name="zeros", factory=_zeros),
+        Initializer(name="constant", factory=_constant),
+        Initializer(name="normal", factory=_normal),
+        Initializer(name="lecun_normal", factory=_lecun_normal),
+        Initializer(name="xavier_normal", factory=_xavier_normal),
+        Initializer(name="xavier_uniform", factory=_xavier_uniform),
+        Initializer(name="kaiming_normal", factory=_kaiming_normal),
+        Initializer(name="kaiming_uniform", factory=_kaiming_uniform),
+    ],
+    default="default",
+    shared=("bias",),
+)
+
+
+def init_linear(layer: nn.Linear, init: str | dict[str, Any] | None, gain: float = 1.0) -> None:
+    """Initialise `layer` in place from an init config (a name, or {name, bias, **options})."""
+    entry, options = INITIALIZERS.parse(init)
+    bias = options.pop("bias", entry.bias)
+    if bias is not None and not fits(bias, float):
+        raise ConfigError(f"init.bias must be a number, got {bias!r}")
     with torch.no_grad():
-        if name == "default":
-            layer.reset_parameters()
-        else:
-            INITIALIZERS[name](layer.weight, gain, **options)
+        entry.build(options, layer=layer, w=layer.weight, gain=gain)
         if bias is not None and layer.bias is not None:
             layer.bias.fill_(bias)

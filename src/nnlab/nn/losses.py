@@ -1,10 +1,11 @@
-"""Losses by name (the file names in configs/loss/), each knowing which tasks it fits and how
-that task's targets are shaped. Every one is a negative log-likelihood:
-MSE ⇔ Gaussian, L1 ⇔ Laplace, BCE ⇔ Bernoulli, cross-entropy ⇔ categorical.
+"""The loss registry: a loss's name (the file name in configs/loss/) maps to a TaskLoss class,
+which knows the tasks it fits and how their targets are shaped. Every one is a negative
+log-likelihood: MSE ⇔ Gaussian, L1 ⇔ Laplace, BCE ⇔ Bernoulli, cross-entropy ⇔ categorical.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnlab.core import ConfigError
+from nnlab.core.registry import Entry, Registry
+from nnlab.core.tasks import TASKS
 
 
 class TaskLoss(nn.Module):
@@ -66,20 +69,21 @@ class BCEWithLogitsLoss(TaskLoss):
 
 
 class CrossEntropyLoss(TaskLoss):
-    """Categorical NLL of softmax(logits), via log-sum-exp."""
+    """Categorical NLL of softmax(logits), via log-sum-exp. `num_classes` is None while the
+    data is not loaded yet (config checks): the class weights' count is then not checked."""
 
     tasks = ("multiclass",)
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None,
         label_smoothing: float = 0.0,
         weight: list[float] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
-        if weight is not None and len(weight) != num_classes:
+        if weight is not None and num_classes is not None and len(weight) != num_classes:
             raise ConfigError(
                 f"loss.weight has {len(weight)} entries but the data has {num_classes} classes"
             )
@@ -93,46 +97,60 @@ class CrossEntropyLoss(TaskLoss):
         )
 
 
-LOSSES: dict[str, type[TaskLoss]] = {
-    "mse": MSELoss,
-    "l1": L1Loss,
-    "huber": HuberLoss,
-    "bce_with_logits": BCEWithLogitsLoss,
-    "cross_entropy": CrossEntropyLoss,
-}
+@dataclass(frozen=True, kw_only=True)
+class Loss(Entry):
+    """A loss: its factory builds the TaskLoss, given the class count if it declares
+    `num_classes` in passed_in."""
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks it can train: its TaskLoss class's (`auto`: every task)."""
+        return getattr(self.factory, "tasks", TASKS)
+
+
 # loss=auto: each task's maximum-likelihood loss.
 DEFAULT_LOSS = {"regression": "mse", "binary": "bce_with_logits", "multiclass": "cross_entropy"}
 
 
+def _auto(task: str, num_classes: int | None) -> TaskLoss:
+    return LOSSES.build(DEFAULT_LOSS[task], num_classes=num_classes)
+
+
+LOSSES: Registry[Loss] = Registry(
+    "loss",
+    [
+        Loss(name="auto", factory=_auto, passed_in=("task", "num_classes")),
+        Loss(name="mse", factory=MSELoss),
+        Loss(name="l1", factory=L1Loss),
+        Loss(name="huber", factory=HuberLoss),
+        Loss(name="bce_with_logits", factory=BCEWithLogitsLoss),
+        Loss(name="cross_entropy", factory=CrossEntropyLoss, passed_in=("num_classes",)),
+    ],
+    default="auto",
+)
+
+
 def valid_losses(task: str) -> list[str]:
     """The loss options that can train a `task`."""
-    return ["auto", *(name for name, cls in LOSSES.items() if task in cls.tasks)]
+    return [entry.name for entry in LOSSES if task in entry.tasks]
 
 
-def resolve_name(cfg: dict[str, Any] | None, task: str) -> str:
-    """The registry name of a loss config for `task`; raises if the loss cannot train it."""
-    name = (cfg or {}).get("name", "auto")
-    if name == "auto":
-        return DEFAULT_LOSS[task]
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; valid: auto, {', '.join(LOSSES)}")
-    if task not in LOSSES[name].tasks:
+def check_task(cfg: str | dict[str, Any] | None, task: str) -> Loss:
+    """The registry entry of a loss config; raises if the loss cannot train a `task`."""
+    entry, _ = LOSSES.parse(cfg)
+    if task not in entry.tasks:
         raise ConfigError(
-            f"loss={name} cannot train a {task} task; valid losses for {task}: "
+            f"loss={entry.name} cannot train a {task} task; valid losses for {task}: "
             f"{', '.join(valid_losses(task))}"
         )
-    return name
+    return entry
 
 
-def create_loss(cfg: dict[str, Any] | None, task: str, num_outputs: int | None) -> TaskLoss:
-    """The loss module for a loss config ({name, **options}) on a task with `num_outputs`;
-    None while the data is not loaded yet (config checks): class counts are then not checked."""
-    name = resolve_name(cfg, task)
-    options = {k: v for k, v in (cfg or {}).items() if k != "name"}
-    if (cfg or {}).get("name", "auto") == "auto":
-        options = {}
-    if name == "cross_entropy":
-        weight = options.get("weight")
-        unknown = len(weight) if isinstance(weight, list) else 2
-        options["num_classes"] = unknown if num_outputs is None else num_outputs
-    return LOSSES[name](**options)
+def create_loss(
+    cfg: str | dict[str, Any] | None, task: str, num_outputs: int | None = None
+) -> TaskLoss:
+    """The loss module for a loss config (a name or {name, **options}) on a task with
+    `num_outputs`; None while the data is not loaded yet (config checks): class counts are
+    then not checked."""
+    check_task(cfg, task)
+    return LOSSES.build(cfg, task=task, num_classes=num_outputs)

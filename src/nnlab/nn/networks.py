@@ -3,7 +3,7 @@ the task module from the datamodule's spec, never typed in a config."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -11,8 +11,8 @@ from torch import nn
 
 from nnlab.core import ConfigError, is_int
 from nnlab.core.tasks import TASKS
-from nnlab.nn.activations import Maxout, create_activation, split_config
-from nnlab.nn.init import gain, init_linear
+from nnlab.nn.activations import ACTIVATIONS, gain
+from nnlab.nn.init import init_linear
 
 NORMS = {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
 
@@ -32,12 +32,12 @@ class MLP(nn.Sequential):
         in_features: int,
         out_features: int,
         hidden_sizes: Sequence[int] = (),
-        activation: dict[str, Any] | None = None,
-        init: dict[str, Any] | None = None,
+        activation: str | dict[str, Any] | None = None,
+        init: str | dict[str, Any] | None = None,
         norm: str | None = None,
         dropout: float = 0.0,
     ) -> None:
-        act_name, act_options = split_config(activation)
+        act, act_options = ACTIVATIONS.parse(activation)
         if not all(is_int(h) and h >= 1 for h in hidden_sizes):
             raise ConfigError(f"model.hidden_sizes must be ints >= 1, got {list(hidden_sizes)}")
         if norm is not None and norm not in NORMS:
@@ -48,19 +48,18 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for size in hidden_sizes:
-            if act_name == "maxout":
-                maxout = Maxout(width, size, k=act_options.get("k", 2))
-                init_linear(maxout.linear, init, hidden_gain)
-                layers.append(maxout)
-                if norm:
-                    layers.append(NORMS[norm](size))
+            if act.replaces_linear:  # maxout: the activation holds the layer's affine map
+                unit = act.build(act_options, in_features=width, out_features=size)
+                init_linear(unit.linear, init, hidden_gain)
+                layers.append(unit)
             else:
                 linear = nn.Linear(width, size)
                 init_linear(linear, init, hidden_gain)
                 layers.append(linear)
-                if norm:
-                    layers.append(NORMS[norm](size))
-                layers.append(create_activation(activation, width=size))
+            if norm:
+                layers.append(NORMS[norm](size))
+            if not act.replaces_linear:
+                layers.append(act.build(act_options, width=size))
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = size
@@ -68,6 +67,12 @@ class MLP(nn.Sequential):
         init_linear(output, init, gain=1.0)
         layers.append(output)
         super().__init__(*layers)
+
+    @classmethod
+    def ignored_groups(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The config groups a model config of this class does not use: with no hidden layer
+        (model=linear) there is nothing for an activation to follow."""
+        return () if config.get("hidden_sizes") else ("activation",)
 
 
 class Perceptron(nn.Module):
@@ -84,7 +89,7 @@ class Perceptron(nn.Module):
         in_features: int,
         out_features: int = 1,
         lr: float = 1.0,
-        init: dict[str, Any] | None = None,
+        init: str | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if out_features != 1:
@@ -92,6 +97,12 @@ class Perceptron(nn.Module):
         self.lr = lr
         self.linear = nn.Linear(in_features, 1)
         init_linear(self.linear, init, gain=1.0)
+
+    @classmethod
+    def ignored_groups(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The config groups it does not use: its output is a step, and the learning rule
+        takes the place of a loss, an optimizer and a scheduler."""
+        return ("activation", "loss", "optimizer", "scheduler")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
