@@ -1,18 +1,23 @@
 """Config checks that run before any data loads: keys and value types against the constructor or
-function a config goes to (nnlab.core.arguments, nnlab.validation), and the run's seed
+function a config goes to (nnlab.core.arguments, nnlab.validation), plain strings for the
+registries' groups, the warning for groups the chosen model ignores, and the run's seed
 (nnlab.validation.resolve_seed).
 Whole configs with bad values are in test_training.py (they must fail before data loads)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import pytest
-from omegaconf import OmegaConf
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from nnlab.core import ConfigError
 from nnlab.core.arguments import check_options
-from nnlab.validation import MAX_SEED, check_arguments, resolve_seed
+from nnlab.core.hydra import instantiate_config
+from nnlab.validation import MAX_SEED, check_arguments, picked_groups, resolve_seed, validate
 
 
 class Base:
@@ -108,3 +113,70 @@ def test_ddp_processes_share_the_first_process_seed(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
     assert resolve_seed(None)[1] and len({resolve_seed(None)[0] for _ in range(4)}) > 1
+
+
+def test_a_model_level_plain_string_composes_and_builds(make_cfg):
+    """`model.activation=tanh` (a name where the model config interpolates the group's
+    mapping) passes the checks and builds an MLP with Tanh layers; the same for init."""
+    cfg = make_cfg("model.activation=tanh", "model.init=kaiming_normal", "logger=none")
+    validate(cfg)
+    net = instantiate_config(cfg.model, in_features=4, out_features=3)
+    assert sum(isinstance(m, torch.nn.Tanh) for m in net) == 2
+    assert not any(isinstance(m, torch.nn.ReLU) for m in net)
+    with pytest.raises(ConfigError, match="unknown activation 'swish'; valid: identity"):
+        validate(make_cfg("model.activation=swish"))
+
+
+def test_a_plain_string_loss_passes_the_checks(make_cfg):
+    cfg = make_cfg("data=linear_regression", "logger=none")
+    with open_dict(cfg):
+        cfg.loss = "huber"
+    assert validate(cfg) == "regression"
+    cfg.loss = "cross_entropy"
+    with pytest.raises(ConfigError, match="loss=cross_entropy cannot train a regression task"):
+        validate(cfg)
+
+
+WARNINGS = [
+    (("model=linear",), None),  # the default activation: nothing to say
+    (("model=mlp", "activation=tanh"), None),
+    (("model=linear", "activation=tanh"), "model=linear does not use activation=tanh: ignored"),
+    (("model=linear", "model.activation=elu"), "does not use model.activation=elu: ignored"),
+    (("model=mlp", "model.hidden_sizes=[]", "activation=abs"), "does not use activation=abs"),
+    (
+        ("data=xor", "model=perceptron", "optimizer=sgd", "scheduler=step", "loss=bce_with_logits"),
+        "model=perceptron does not use loss=bce_with_logits, optimizer=sgd, scheduler=step: "
+        "ignored",
+    ),
+    (("experiment=xor_perceptron",), None),  # it picks init=zeros, which the perceptron uses
+    # The experiment picks activation=tanh; the command line takes its hidden layer away.
+    (("experiment=xor_mlp", "model.hidden_sizes=[]"), "does not use activation=tanh: ignored"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "warning"), WARNINGS)
+def test_a_picked_group_the_model_ignores_is_named_in_one_warning(
+    make_cfg, caplog, overrides, warning
+):
+    with caplog.at_level(logging.WARNING, logger="nnlab.validation"):
+        validate(make_cfg(*overrides, "logger=none"))
+    lines = [r.getMessage() for r in caplog.records if "does not use" in r.getMessage()]
+    if warning is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and warning in lines[0]
+
+
+def test_outside_hydra_no_group_counts_as_picked(monkeypatch):
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    assert picked_groups() == {}
+
+
+def test_an_option_file_holding_a_plain_string_works(make_cfg, tmp_path):
+    """configs/activation/<option>.yaml may hold just a name (`tanh`) instead of a mapping."""
+    (tmp_path / "activation").mkdir()
+    (tmp_path / "activation" / "just_tanh.yaml").write_text("tanh\n")
+    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path}]", "activation=just_tanh", "logger=none")
+    validate(cfg)
+    net = instantiate_config(cfg.model, in_features=4, out_features=3)
+    assert sum(isinstance(m, torch.nn.Tanh) for m in net) == 2

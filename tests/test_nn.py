@@ -11,7 +11,7 @@ from torch import nn
 
 from nnlab.nn.activations import Abs, Maxout, create_activation
 from nnlab.nn.init import gain, init_linear
-from nnlab.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, create_loss
+from nnlab.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, create_loss
 from nnlab.nn.networks import MLP, Perceptron
 
 FAN_IN, FAN_OUT = 400, 300
@@ -204,3 +204,29 @@ def test_perceptron_rule_matches_the_lecture():
 def test_mlp_refuses_hidden_sizes_that_are_not_positive_ints(sizes):
     with pytest.raises(ValueError, match=r"model.hidden_sizes must be ints >= 1"):
         MLP(3, 2, hidden_sizes=sizes)
+
+
+def test_a_plain_string_works_wherever_an_option_mapping_does():
+    torch.manual_seed(0)
+    by_name = MLP(6, 2, [5, 4], activation="tanh", init="kaiming_normal")
+    torch.manual_seed(0)
+    by_mapping = MLP(6, 2, [5, 4], activation={"name": "tanh"}, init={"name": "kaiming_normal"})
+    assert [type(m) for m in by_name] == [type(m) for m in by_mapping]
+    assert sum(isinstance(m, nn.Tanh) for m in by_name) == 2
+    for a, b in zip(by_name.parameters(), by_mapping.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert isinstance(create_activation("relu", width=3), nn.ReLU)
+    assert gain("tanh") == pytest.approx(5 / 3)
+    assert isinstance(create_loss("huber", "regression", 1), HuberLoss)
+    assert torch.all(Perceptron(3, init="zeros").linear.weight == 0)
+
+
+def test_maxout_is_no_elementwise_activation():
+    with pytest.raises(ValueError, match="maxout replaces the linear layer"):
+        create_activation({"name": "maxout"}, width=4)
+
+
+def test_a_linear_model_ignores_its_activation_and_the_perceptron_its_training_groups():
+    assert MLP.ignored_groups({"hidden_sizes": []}) == ("activation",)
+    assert MLP.ignored_groups({"hidden_sizes": [8]}) == ()
+    assert set(Perceptron.ignored_groups({})) == {"activation", "loss", "optimizer", "scheduler"}
