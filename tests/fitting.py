@@ -9,6 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from nnlab.speed import data_options
 from nnlab.tasks import build_module
 
 # Trainer options of a test fit: no logger, checkpoints, progress bar or model summary.
@@ -22,7 +23,7 @@ QUIET = {
 
 def data_and_module(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
     """The config's datamodule, set up for fitting, and the task module built for its data."""
-    data = instantiate(cfg.data, _convert_="all")
+    data = instantiate(cfg.data, _convert_="all", **data_options(cfg))
     data.setup("fit")
     return data, build_module(cfg, data.spec)
 

@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from nnlab.callbacks.checkpoint import BufferedCheckpoint
+from nnlab.speed import BufferedCheckpoint
+from nnlab.speed.lightning import checkpoint_connector
 
 from .fitting import quiet_trainer
 
@@ -216,7 +217,7 @@ def test_a_negative_interval_is_refused():
 
 
 def test_copies_are_independent_and_keep_state_dict_metadata():
-    from nnlab.callbacks.checkpoint import _copy_tensors
+    from nnlab.speed.checkpoint import _copy_tensors
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     state = {"state_dict": net.state_dict(), "betas": (0.9, 0.999), "groups": [{"lr": 0.1}]}
@@ -249,13 +250,14 @@ class EpochEndEvents(L.Callback):
         self.monkeypatch.setattr(torch.Tensor, name, recorded)
 
     def setup(self, trainer, pl_module, stage) -> None:
-        dump = trainer._checkpoint_connector.dump_checkpoint
+        connector = checkpoint_connector(trainer)
+        dump = connector.dump_checkpoint
 
         def recorded(*args, **kwargs):
             self.events[-1].append("dump")
             return dump(*args, **kwargs)
 
-        self.monkeypatch.setattr(trainer._checkpoint_connector, "dump_checkpoint", recorded)
+        self.monkeypatch.setattr(connector, "dump_checkpoint", recorded)
 
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:

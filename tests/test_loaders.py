@@ -128,13 +128,28 @@ def test_datamodule_picks_the_resident_loader_on_cpu_without_copying():
     # On the CPU the "device copy" is the split itself: one copy per device.
     assert loader.x.data_ptr() == dm.splits["train"][0].data_ptr()
     assert dm.splits["train"][0].dtype == torch.uint8
-    dm.resident = False
-    assert isinstance(dm.train_dataloader(), HostBatches)
+    host = Ramp(batch_size=16, resident=False)
+    assert isinstance(host.train_dataloader(), HostBatches)
 
 
-def test_datamodule_rejects_a_bad_resident_option():
-    with pytest.raises(ValueError, match="resident must be auto, true or false"):
-        Ramp(resident="sometimes")
+def test_datamodule_takes_its_batches_per_step_at_construction():
+    grouped = Ramp(batch_size=16, steps_per_batch=3)
+    assert grouped.train_batches_per_item == 3
+    groups = [len(group) for group in grouped.train_dataloader()]
+    assert sum(groups) == -(-len(grouped.splits["train"][0]) // 16) and groups[0] == 3
+    assert all(isinstance(b, tuple) for b in grouped.val_dataloader())  # training only
+    # "auto" is resolved for the trainer that fits (nnlab.data.groups); without one, no groups.
+    assert Ramp(batch_size=16, steps_per_batch="auto").train_batches_per_item == 1
+    assert Ramp(batch_size=16).train_batches_per_item == 1  # the default: single batches
+
+
+def test_a_bad_resident_option_is_refused_by_the_speed_check():
+    # Validated once, by nnlab.speed.check_speed (the datamodule trusts its value).
+    from nnlab.core import ConfigError
+    from nnlab.speed import check_speed
+
+    with pytest.raises(ConfigError, match=r"speed\.resident must be one of auto, True, False"):
+        check_speed({"resident": "sometimes"})
 
 
 class CountingNormalize(Normalize):
@@ -171,8 +186,7 @@ def test_batches_already_on_the_device_skip_lightnings_transfer():
     cpu = torch.device("cpu")
     batch = next(iter(dm.train_dataloader()))
     assert dm.transfer_batch_to_device(batch, cpu, 0) is batch
-    dm.train_batches_per_item = 3
-    group = next(iter(dm.train_dataloader()))
+    group = next(iter(Ramp(batch_size=16, steps_per_batch=3).train_dataloader()))
     assert len(group) == 3 and dm.transfer_batch_to_device(group, cpu, 0) is group
     # Batches elsewhere still go through Lightning's transfer ("meta" stands in for a GPU).
     moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)

@@ -5,6 +5,7 @@ exactness of the captured step against eager steps for every activation, loss an
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import lightning as L
@@ -15,9 +16,10 @@ from omegaconf import OmegaConf
 
 from nnlab.core import ConfigError
 from nnlab.core.hydra import register_resolvers
-from nnlab.speed import apply_speed
-from nnlab.tasks.base import AUTO_STEPS_PER_BATCH
-from nnlab.tasks.graphed import _restore, _snapshot, optimizer_options
+from nnlab.data.groups import AUTO_STEPS_PER_BATCH
+from nnlab.speed import apply_speed, check_speed
+from nnlab.speed.graphed import _restore, _snapshot
+from nnlab.speed.optim import optimizer_options
 
 from .conftest import run_script
 from .fitting import data_and_module, quiet_trainer
@@ -78,14 +80,36 @@ def test_graph_optimizer_options_refuse_what_cannot_be_captured():
     assert optimizer_options({"_target_": "torch.optim.Adam"}, cpu, "foreach", False) == {
         "foreach": True
     }
-    with pytest.raises(ValueError, match="optimizer_impl must be null, fused or foreach"):
-        optimizer_options({"_target_": "torch.optim.Adam"}, cpu, "fast", False)
+    # Others ignore the implementation asked for (whose value check_speed validated).
+    assert optimizer_options({"_target_": "torch.optim.RMSprop"}, cpu, "fused", False) == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("resident", "sometimes", "one of auto, True, False"),
+        ("optimizer_impl", "fast", "one of null, fused, foreach"),
+        ("matmul_precision", "low", "one of highest, high, medium"),
+        ("steps_per_batch", 0, "auto or an int >= 1"),
+        ("steps_per_batch", "many", "auto or an int >= 1"),
+        ("cuda_graph", "yes", "true or false"),
+        ("write_checkpoints_every_s", -1, "a number of seconds >= 0"),
+        ("sanity_val_steps", -2, "null, -1 (all) or an int >= 0"),
+    ],
+)
+def test_check_speed_is_the_one_check_of_every_speed_key(key, value, message):
+    cfg = composed()
+    check_speed(cfg.speed)  # the composed defaults pass
+    cfg.speed[key] = value
+    with pytest.raises(ConfigError, match=rf"speed\.{key} must be {re.escape(message)}"):
+        check_speed(cfg.speed)
 
 
 def composed(*overrides: str):
     register_resolvers()
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=["paths.root_dir=.", "paths.output_dir=.", *overrides])
+    check_speed(cfg.speed)  # as train.py: validated once, then applied
     apply_speed(cfg)
     return cfg
 
@@ -173,7 +197,7 @@ def assert_max_trains_like_default(overrides: list[str], accelerator: str) -> No
 
 @cuda
 def test_graph_replay_and_ragged_eager_step_match_eager_training_exactly():
-    from nnlab.tasks.graphed import GraphedStep
+    from nnlab.speed.graphed import GraphedStep
 
     torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device("cuda")
@@ -227,13 +251,24 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
     assert "train/loss" in trainer.callback_metrics
 
 
-def test_eager_training_resets_grouped_batches_left_by_an_earlier_captured_run():
+def test_fits_leave_the_datamodule_as_built():
+    # The datamodule gets its steps per batch at construction; a fit only reads them.
     data, module = data_and_module(composed("data=digits", "speed.steps_per_batch=1"))
-    data.train_batches_per_item = 8  # as a speed=max fit on a GPU leaves it
     trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
-    assert data.train_batches_per_item == 1
+    assert data.steps_per_batch == data.train_batches_per_item == 1
+    assert module.automatic_optimization and module.steps is None
     assert trainer.global_step == len(data.train_dataloader())
+    # "auto" is resolved for each fit's trainer: groups, then single batches for a trainer
+    # that counts batches, from the same datamodule.
+    data, module = data_and_module(composed("data=digits"))
+    quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0).fit(module, datamodule=data)
+    assert data.train_batches_per_item == AUTO_STEPS_PER_BATCH and module.steps is not None
+    _, again = data_and_module(composed("data=digits"))
+    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_train_batches=5)
+    trainer.fit(again, datamodule=data)
+    assert data.steps_per_batch == "auto" and data.train_batches_per_item == 1
+    assert again.steps is None and trainer.global_step == 5
 
 
 @pytest.mark.parametrize(
@@ -324,7 +359,7 @@ def fit_grouped(callbacks=(), **trainer_args) -> tuple[L.LightningModule, L.Trai
 )
 def test_manual_steps_bypass_lightning_wrappers_only_when_no_hook_would_run(trainer_args, plain):
     module, trainer = fit_grouped(**trainer_args)
-    assert module._plain_steps is plain
+    assert module.steps.plain is plain
     data = trainer.datamodule
     steps_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
     assert trainer.global_step == steps_per_epoch  # counted either way
@@ -333,7 +368,7 @@ def test_manual_steps_bypass_lightning_wrappers_only_when_no_hook_would_run(trai
 def test_bypassing_lightning_wrappers_changes_no_result():
     plain, _ = fit_grouped()
     wrapped, _ = fit_grouped(callbacks=[NoOpBackwardHook()])
-    assert plain._plain_steps and not wrapped._plain_steps
+    assert plain.steps.plain and not wrapped.steps.plain
     for (name, a), b in zip(plain.state_dict().items(), wrapped.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
@@ -360,10 +395,6 @@ def test_auto_steps_per_batch_is_one_where_trainer_options_count_batches(tmp_pat
 def test_steps_per_batch_must_be_auto_or_positive():
     with pytest.raises(ConfigError, match=r"speed\.steps_per_batch must be auto or an int >= 1"):
         composed("data=digits", "speed.steps_per_batch=0")
-    cfg = composed("data=digits")
-    cfg.speed.steps_per_batch = 0  # past the config check, the module refuses it too
-    with pytest.raises(ValueError, match="steps_per_batch must be auto or >= 1, got 0"):
-        fit(cfg, "cpu", max_epochs=1)
 
 
 def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
+from nnlab.speed.lightning import wandb_init_args
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def build_wandb_logger(logger_cfg: DictConfig, cfg: DictConfig) -> WandbLogger:
 def _without_anonymous(logger: WandbLogger) -> WandbLogger:
     """Lightning always passes wandb.init an `anonymous` argument, which wandb ≥ 0.2x has
     retired and warns about on every run; dropping it changes nothing else."""
-    logger._wandb_init.pop("anonymous", None)
+    wandb_init_args(logger).pop("anonymous", None)
     return logger
 
 

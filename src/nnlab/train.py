@@ -14,7 +14,7 @@ from nnlab.checkpoints import check_resume, check_resume_data, local_checkpoint
 from nnlab.console import setup_console
 from nnlab.core.hydra import hydra_choices, instantiate_group
 from nnlab.results import print_metrics, scalar_metrics, write_results
-from nnlab.speed import apply_speed, frozen_heap
+from nnlab.speed import apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
 from nnlab.tasks.base import metric_mode
 from nnlab.tracking import instantiate_loggers, log_config, tracking
@@ -42,9 +42,9 @@ def train(cfg: DictConfig) -> float | None:
         log.info("seed=null: this run drew seed=%d (pass seed=%d to repeat it)", seed, seed)
     L.seed_everything(seed, workers=True, verbose=False)
     apply_speed(cfg)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    if cfg.get("speed") and hasattr(datamodule, "resident"):
-        datamodule.resident = cfg.speed.resident
+    # Where the splits live and batches per training step (speed.resident, .steps_per_batch).
+    groups = module_class(cfg.model, task).takes_batch_groups
+    datamodule = instantiate(cfg.data, _convert_="all", **data_options(cfg, groups))
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)

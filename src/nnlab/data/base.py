@@ -13,12 +13,12 @@ import lightning as L
 import torch
 
 from nnlab.core import ConfigError, is_int
+from nnlab.data.groups import batches_per_step_group
 from nnlab.data.loaders import BatchGroup, BatchOrder, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 from nnlab.data.splits import Split, seeded_splits
 
 NORMALIZE = ("global", "feature", "none")
-RESIDENT = ("auto", True, False)
 # resident=auto keeps the splits on a GPU when together they take at most this share of its
 # free memory, leaving the rest to activations, the optimizer and other processes.
 RESIDENT_GPU_SHARE = 0.5
@@ -40,6 +40,13 @@ class ArrayDataModule(L.LightningDataModule):
             (TensorBatches); False feeds batches from host memory through a DataLoader
             (HostBatches); "auto" is True on the CPU, and on a GPU when the splits fit
             RESIDENT_GPU_SHARE of its free memory.
+        steps_per_batch: training batches handed to each training step, for a task module that
+            takes one optimizer step per batch of a group (speed.steps_per_batch; resident data
+            only): an int, or "auto" (nnlab.data.groups: 16 unless the trainer's options count
+            batches). 1 hands over single batches.
+
+    `resident` and `steps_per_batch` come from the speed group (nnlab.speed.data_options),
+    which nnlab.speed.check_speed validated: they are not checked again here.
     """
 
     task: ClassVar[str]
@@ -53,6 +60,7 @@ class ArrayDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 1024,
         resident: bool | str = "auto",
+        steps_per_batch: int | str = 1,
     ) -> None:
         super().__init__()
         if not (batch_size == "full" or (is_int(batch_size) and batch_size >= 1)):
@@ -66,17 +74,13 @@ class ArrayDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}"
             )
-        if resident not in RESIDENT:
-            raise ConfigError(f"speed.resident must be auto, true or false, got {resident!r}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.normalize, self.seed, self.resident = normalize, seed, resident
+        self.steps_per_batch = steps_per_batch
         # Raw splits as loaded (uint8 images stay uint8); loaders normalize batches on the fly.
         self.splits: dict[str, Split] = {}
         self.normalizer: Normalize | None = None
-        # Training batches per loader item (set by a task module running several optimizer
-        # steps per training_step: speed.steps_per_batch with a captured step).
-        self.train_batches_per_item = 1
         # The splits' copies on the training device, made once: {split: (device, x, y)}.
         self._on_device: dict[str, tuple[torch.device, torch.Tensor, torch.Tensor]] = {}
         self.spec: DataSpec | None = None
@@ -140,6 +144,16 @@ class ArrayDataModule(L.LightningDataModule):
         size = sum(x.nbytes + y.nbytes for x, y in self.splits.values())
         free, _ = torch.cuda.mem_get_info(device)
         return size <= RESIDENT_GPU_SHARE * free
+
+    @property
+    def train_batches_per_item(self) -> int:
+        """Training batches per loader item: steps_per_batch, "auto" resolved for the attached
+        trainer (nnlab.data.groups)."""
+        steps, trainer = self.steps_per_batch, self.trainer
+        resident = (
+            steps == "auto" and trainer is not None and self.is_resident(self._placement()[0])
+        )
+        return batches_per_step_group(steps, trainer, resident)
 
     def _device_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The split on `device`, copied there once (on the CPU: the split itself)."""

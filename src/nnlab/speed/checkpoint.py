@@ -25,12 +25,12 @@ from weakref import proxy
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nnlab.core import ConfigError
+from nnlab.speed.lightning import ModelCheckpointSteps, dump_checkpoint, training_moment
 
 
-class BufferedCheckpoint(ModelCheckpoint):
+class BufferedCheckpoint(ModelCheckpointSteps):
     """ModelCheckpoint (same arguments, same files, same choice of what to keep) that writes its
     files at most every `write_every_s` seconds; 0 writes each one when it is taken.
 
@@ -56,9 +56,9 @@ class BufferedCheckpoint(ModelCheckpoint):
         self._written_at = time.monotonic()
         self._dump = None
 
-    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
+    def candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         if self.monitor is not None:
-            return super()._monitor_candidates(trainer)
+            return super().candidates(trainer)
         # Without a monitor the values only fill in file names: no deep copy (Lightning's
         # keeps the monitored value safe from later in-place updates). Called after the
         # boundary's first host read, it is time a GPU would idle.
@@ -69,18 +69,17 @@ class BufferedCheckpoint(ModelCheckpoint):
             candidates[key] = logged.int() if is_tensor else torch.tensor(now)
         return candidates
 
-    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+    def save_ranked(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
         # Before the comparison (its host read), see above. Wasted in an epoch that neither
         # improves nor saves another checkpoint (such as last.ckpt).
         if self.write_every_s and self.save_top_k and self.monitor in monitor_candidates:
             self._moment_dump(trainer)
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        super().save_ranked(trainer, monitor_candidates)
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+    def save_file(self, trainer: L.Trainer, filepath: str) -> None:
         with trainer.profiler.profile("save_checkpoint"):  # as Trainer.save_checkpoint
             self._take(trainer, filepath)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+        self.mark_saved(trainer, filepath)
         if not self.write_every_s:
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
@@ -110,21 +109,22 @@ class BufferedCheckpoint(ModelCheckpoint):
     def _moment_dump(self, trainer: L.Trainer) -> dict[str, Any]:
         """The trainer's checkpoint dump for this moment: made by the first checkpoint callback
         that asks (copied on the device when buffering), then shared with the others."""
-        key = (_moment(trainer), self.save_weights_only, bool(self.write_every_s))
+        # The moment identifies the hook and progress counters: the same for checkpoint
+        # callbacks called one after another in one hook (Lightning runs them last, in a row).
+        key = (training_moment(trainer), self.save_weights_only, bool(self.write_every_s))
         for peer in trainer.checkpoint_callbacks:
             if isinstance(peer, BufferedCheckpoint) and peer._dump and peer._dump[0] == key:
                 return peer._dump[1]
-        # Through the same private connector as Trainer.save_checkpoint.
-        dump = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        dump = dump_checkpoint(trainer, self.save_weights_only)
         if self.write_every_s:
             dump = _copy_tensors(dump)
         self._dump = (key, dump)
         return dump
 
-    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+    def remove_file(self, trainer: L.Trainer, filepath: str) -> None:
         # Superseded before it was written: drop it (and any older file of that name).
         self._pending.pop(filepath, None)
-        super()._remove_checkpoint(trainer, filepath)
+        super().remove_file(trainer, filepath)
 
     def write_pending(self, trainer: L.Trainer) -> None:
         """Writes every pending checkpoint (rank 0 writes; all ranks wait for it)."""
@@ -151,22 +151,6 @@ class BufferedCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for filepath, checkpoint in pending.items():
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, filepath)
-
-
-def _moment(trainer: L.Trainer) -> tuple[Any, ...]:
-    """Identifies the point of training a checkpoint is taken at: the hook being run and
-    Lightning's progress counters. It is the same for checkpoint callbacks called one after
-    another in one hook (Lightning runs them last, in a row: nothing else changes the trainer's
-    state between them), and differs between any two hooks that save."""
-    fit = trainer.fit_loop
-    return (
-        trainer.lightning_module._current_fx_name,
-        trainer.global_step,
-        fit.epoch_progress.total.processed,
-        fit.epoch_progress.total.completed,
-        fit.epoch_loop.batch_progress.total.completed,
-        fit.epoch_loop.val_loop.batch_progress.total.completed,
-    )
 
 
 def _copy_tensors(obj: Any) -> Any:

@@ -11,8 +11,6 @@ from collections.abc import Callable
 
 import torch
 
-from nnlab.core import ConfigError
-
 # (x, y) -> loss; must be capturable: no host syncs, static shapes. It may add to device
 # accumulators (metric sums): inside the graph those additions replay with every step.
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,7 +30,7 @@ class GraphedStep:
     them to zero the step's accumulators. Nothing is read back to the host per step.
 
     The optimizer must be graph-safe: step counters and learning rate as device tensors (see
-    `optimizer_options`).
+    nnlab.speed.optim.optimizer_options).
     """
 
     def __init__(
@@ -112,36 +110,3 @@ def _restore(module: torch.nn.Module, optimizer: torch.optim.Optimizer, saved: d
         for k, v in state.items():
             if isinstance(v, torch.Tensor):
                 v.copy_(before[k]) if k in before else v.zero_()
-
-
-def optimizer_options(cfg: dict, device: torch.device, impl: str | None, graph: bool) -> dict:
-    """Extra constructor options for the optimizer config `cfg` (`_target_`, lr, ...).
-
-    impl: "fused" (one kernel per step where PyTorch has one: Adam, AdamW, SGD), "foreach"
-    (one kernel per op across all parameters) or None (PyTorch's default). graph: the step will
-    be captured in a CUDA graph; then the learning rate becomes a device tensor, so that
-    schedulers (which fill it in place) still act on the captured step instead of a constant
-    baked into the graph, and unsupported optimizers are refused.
-    """
-    name = str(cfg.get("_target_", "")).rsplit(".", 1)[-1]
-    known = name in ("Adam", "AdamW", "SGD")
-    if graph:
-        if not known:
-            raise ConfigError(
-                f"speed.cuda_graph cannot capture the step of optimizer {cfg.get('_target_')}: "
-                "supported are torch.optim.Adam, AdamW and SGD; use speed=default for others"
-            )
-        if name == "SGD" and cfg.get("dampening", 0):
-            raise ConfigError(
-                "speed.cuda_graph needs SGD dampening=0 (its first momentum step is "
-                "special-cased, which a captured step cannot reproduce); use speed=default"
-            )
-        options = {"fused": True, "lr": torch.tensor(float(cfg.get("lr", 1e-3)), device=device)}
-        if name != "SGD":
-            options["capturable"] = True
-        return options
-    if impl is None or not known:
-        return {}
-    if impl not in ("fused", "foreach"):
-        raise ConfigError(f"speed.optimizer_impl must be null, fused or foreach, got {impl!r}")
-    return {impl: True}

@@ -5,8 +5,8 @@ Steps never sync with the host nor call `self.log` (whose per-call bookkeeping c
 small network's whole step): metrics and loss sums accumulate on the device, and are computed,
 logged and reset once per epoch. Training logs train/loss and the task's cheap metric
 (`train_sums`: acc or mse), a few tensor ops per step; validation and test log the task's full
-torchmetrics collection. With `speed.cuda_graph` on a GPU the whole training step, sums
-included, is one replayed CUDA graph (nnlab.tasks.graphed).
+torchmetrics collection. The speed group's fast training steps (groups of steps per Lightning
+batch, a whole-step CUDA graph) live in nnlab.speed: setup hands training to its StepRunner.
 """
 
 from __future__ import annotations
@@ -16,57 +16,20 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from nnlab.checkpoints import MODULE_KEY
-from nnlab.core import ConfigError, is_int
-from nnlab.data.loaders import BatchGroup
+from nnlab.core import ConfigError
+from nnlab.data.loaders import Batch, BatchGroup
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
-from nnlab.tasks.graphed import GraphedStep, optimizer_options
+from nnlab.speed.optim import optimizer_options
+from nnlab.speed.steps import StepRunner
 
 STAGES = ("train", "val", "test")
 # Direction of a metric, from the last part of its name (val/acc → acc).
 HIGHER_IS_BETTER = {"acc", "f1", "auroc", "r2"}
 LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes", "rmse_orig", "mae_orig", "rmse_log"}
-
-
-# Optimizer steps per Lightning batch for speed.steps_per_batch=auto: Lightning's per-batch work
-# (about 1 ms on a CPU core) then costs a sixteenth of that per step (docs/speed.md).
-AUTO_STEPS_PER_BATCH = 16
-# The hooks that Lightning's manual_backward and LightningOptimizer.step call every step.
-STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-# Marks a module whose step will be captured once the optimizer exists (at train start).
-_PENDING: Any = object()
-
-
-def step_hooks_idle(trainer: L.Trainer) -> bool:
-    """Whether Lightning's per-step wrappers (manual_backward, LightningOptimizer.step) would do
-    nothing but count the step for this trainer: one process, no gradient scaler, no profiler,
-    and no callback or module implementing a hook they call (on_before_backward,
-    on_after_backward, on_before_optimizer_step, backward). Then a manual step may call
-    loss.backward() and the optimizer itself, saving ~0.1 ms of hook dispatch per step (the
-    cost of a small network's whole step is ~1.5 ms on a CPU core)."""
-    module = trainer.lightning_module
-    precision = trainer.precision_plugin
-    plain_precision = type(precision) is Precision or (
-        type(precision) is MixedPrecision and precision.scaler is None
-    )
-    if not (
-        plain_precision
-        and type(trainer.strategy) is SingleDeviceStrategy
-        and isinstance(trainer.profiler, PassThroughProfiler)
-        and not is_overridden("backward", module)
-    ):
-        return False
-    return not any(
-        is_overridden(hook, module) or any(is_overridden(hook, cb) for cb in trainer.callbacks)
-        for hook in STEP_HOOKS
-    )
 
 
 def metric_mode(metric: str) -> str:
@@ -98,6 +61,8 @@ class TaskModule(L.LightningModule):
     task: ClassVar[str]
     # The metric that picks the best checkpoint unless optimized_metric says otherwise.
     monitor: ClassVar[str]
+    # Whether training_step takes groups of batches (speed.steps_per_batch; nnlab.speed).
+    takes_batch_groups: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -129,9 +94,9 @@ class TaskModule(L.LightningModule):
             {f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES[1:]}
         )
         self.best = MaxMetric() if metric_mode(self.monitor) == "max" else MinMetric()
-        self.graphed: GraphedStep | None = None  # made in setup() when the step is captured
-        # Manual steps skip Lightning's backward and optimizer wrappers (set at train start).
-        self._plain_steps = False
+        # The speed group's training steps (nnlab.speed.steps), made in setup(); None trains
+        # with Lightning's automatic optimization.
+        self.steps: StepRunner | None = None
         # Per stage: sums over the epoch's samples, on the device ({"loss": ..., for training
         # also the `train_sums`}), and the sample count, on the host.
         self.sums: dict[str, dict[str, torch.Tensor]] = {stage: {} for stage in STAGES}
@@ -169,7 +134,8 @@ class TaskModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        """Loss of one batch; adds to the stage's epoch sums and metrics."""
         x, y = batch
         output = self(x)
         loss = self.loss_fn(output, y)
@@ -215,145 +181,33 @@ class TaskModule(L.LightningModule):
         self.samples[stage] = 0
         return values
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | BatchGroup, batch_idx: int):
-        if self.automatic_optimization:
-            return self._step(batch, "train")
-        # One batch, or a group of them (speed.steps_per_batch): one optimizer step each.
-        batches = batch if isinstance(batch, BatchGroup) else [batch]
-        optimizer = self.optimizers()
-        max_steps = self.trainer.max_steps
-        done = 0
-        for x, y in batches:
-            if 0 <= max_steps <= self.trainer.global_step:
-                break  # max_steps is exact even mid-list
-            done += 1
-            if self.graphed is None:
-                optimizer.zero_grad()
-                loss = self._step((x, y), "train")
-                if self._plain_steps:
-                    loss.backward()
-                    optimizer._on_before_step()
-                    optimizer.optimizer.step()
-                    optimizer._on_after_step()
-                else:
-                    self.manual_backward(loss)
-                    optimizer.step()
-                continue
-            # Lightning counts optimizer steps (global_step: max_steps, checkpoints) through
-            # these hooks of its optimizer wrapper; the step itself is inside the graph.
-            optimizer._on_before_step()
-            self.graphed(x, y)
-            optimizer._on_after_step()
-            self.samples["train"] += len(x)
-        if done > 1:
-            # Lightning adds 1 per batch to the step that loggers record metrics at; add the
-            # group's other steps, so that logged steps count optimizer steps as without groups.
-            self.trainer.fit_loop.epoch_loop._batches_that_stepped += done - 1
-
-    def _graph_step_fn(self, x: torch.Tensor, y: torch.Tensor):
-        output = self(x)
-        loss = self.loss_fn(output, y)
-        self.accumulate("train", loss.detach(), len(x), self.train_sums(output.detach(), y))
-        return loss
+    def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> torch.Tensor | None:
+        if self.steps is None:
+            return self.shared_step(batch, "train")  # Lightning does backward and step
+        self.steps.run(batch)  # the speed group's manual steps, one per batch of a group
+        return None
 
     def setup(self, stage: str) -> None:
-        """Chooses the training step from `speed`: Lightning's automatic optimization, or
-        manual steps (several per batch with steps_per_batch > 1), captured in a CUDA graph
-        with cuda_graph on a GPU."""
-        speed = self.hparams.get("speed") or {}
-        trainer = self.trainer
-        datamodule = trainer.datamodule
-        groups = hasattr(datamodule, "train_batches_per_item")
-        if groups:
-            datamodule.train_batches_per_item = 1  # unless set below
-        if stage != "fit":
-            return
-        per_batch = self._steps_per_batch(speed.get("steps_per_batch", 1), groups)
-        graph = bool(speed.get("cuda_graph")) and trainer.strategy.root_device.type == "cuda"
-        grouped = per_batch > 1 and groups
-        if not (graph or grouped):
-            return
-        if graph and trainer.world_size > 1:
-            raise ConfigError(
-                "speed.cuda_graph does not run under multi-process (DDP) training yet: its "
-                "gradients would skip the all-reduce. Use speed.cuda_graph=false with DDP."
-            )
-        if trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1:
-            raise ConfigError(
-                "speed.cuda_graph and speed.steps_per_batch > 1 take one optimizer step per "
-                "batch: they cannot clip gradients (trainer.gradient_clip_val) or accumulate "
-                "them (trainer.accumulate_grad_batches); use speed=default for those"
-            )
-        if grouped:
-            if not isinstance(trainer.val_check_interval, float):
-                raise ConfigError(
-                    "speed.steps_per_batch > 1 counts Lightning batches in groups of steps: set "
-                    "trainer.val_check_interval as a fraction of the epoch (float), or "
-                    "speed.steps_per_batch=1"
-                )
-            datamodule.train_batches_per_item = per_batch
-        self.automatic_optimization = False
-        if graph:
-            self.graphed = _PENDING
-
-    def _steps_per_batch(self, value: int | str, groups: bool) -> int:
-        """speed.steps_per_batch as a number; "auto" is AUTO_STEPS_PER_BATCH where grouping
-        changes nothing a user asked for, else 1."""
-        if value != "auto":
-            if not is_int(value) or value < 1:
-                raise ConfigError(f"speed.steps_per_batch must be auto or >= 1, got {value!r}")
-            return value
-        trainer = self.trainer
-        # Each of these counts Lightning batches, or needs one step per batch: grouping would
-        # change what it means, so it gets plain batches.
-        counted = (
-            trainer.limit_train_batches != 1.0
-            or not isinstance(trainer.limit_train_batches, float)
-            or trainer.val_check_interval != 1.0
-            or not isinstance(trainer.val_check_interval, float)
-            or trainer.overfit_batches
-            or trainer.fast_dev_run
-            or trainer.gradient_clip_val
-            or trainer.accumulate_grad_batches != 1
-        )
-        resident = groups and self.trainer.datamodule.is_resident(trainer.strategy.root_device)
-        return AUTO_STEPS_PER_BATCH if resident and not counted else 1
+        if stage == "fit":  # the speed group may ask for manual steps (see StepRunner.for_fit)
+            self.steps = StepRunner.for_fit(self, self.hparams.get("speed") or {})
+            self.automatic_optimization = self.steps is None
 
     def on_train_start(self) -> None:
         # The sanity-check validation before training must not count as a best value.
         self.best.reset()
-        self._plain_steps = not self.automatic_optimization and step_hooks_idle(self.trainer)
-        if self.graphed is _PENDING:
-            optimizer = self.optimizers().optimizer
-            self.graphed = GraphedStep(
-                self.net, optimizer, self._graph_step_fn, reset=self._reset_train_sums
-            )
-
-    def _reset_train_sums(self) -> None:
-        for total in self.sums["train"].values():
-            total.zero_()
+        if self.steps is not None:
+            self.steps.start()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        if self.automatic_optimization:
-            return
-        # Manual optimization: Lightning leaves the scheduler to us. After validation (which
-        # runs before this hook), so ReduceLROnPlateau sees this epoch's val/loss.
-        scheduler = self.lr_schedulers()
-        if scheduler is None:
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            value = self.trainer.callback_metrics.get("val/loss")
-            if value is not None:
-                scheduler.step(value)
-        else:
-            scheduler.step()
+        if self.steps is not None:
+            self.steps.step_schedulers()  # manual optimization: Lightning leaves it to us
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        self._step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.shared_step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        self._step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.shared_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
@@ -377,17 +231,16 @@ class TaskModule(L.LightningModule):
         hp = self.hparams
         if not hp.optimizer:
             raise ConfigError("no optimizer config given")
-        speed = hp.get("speed") or {}
-        options = optimizer_options(
-            hp.optimizer, self.device, speed.get("optimizer_impl"), self.graphed is not None
-        )
+        impl = (hp.get("speed") or {}).get("optimizer_impl")  # fused, foreach (nnlab.speed)
+        graph = self.steps is not None and self.steps.graph
+        options = optimizer_options(hp.optimizer, self.device, impl, graph)
         optimizer = instantiate(hp.optimizer, _convert_="all")(params=self.parameters(), **options)
         if not hp.scheduler:
             return optimizer
         scheduler = instantiate(hp.scheduler, _convert_="all")(optimizer=optimizer)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
         # Lightning steps a plateau scheduler on this metric; with manual optimization
-        # on_train_epoch_end does (and Lightning warns about an unused monitor).
+        # on_train_epoch_end does (and Lightning would warn about an unused monitor).
         plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if plateau and self.automatic_optimization:
             config["monitor"] = "val/loss"

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from nnlab.core import ConfigError
 from nnlab.nn.networks import Perceptron
 from nnlab.tasks.binary import BinaryTask
 
@@ -18,6 +19,10 @@ class PerceptronTask(BinaryTask):
     loss configs do not apply (val/test still log the task's loss on the scores, as a gauge).
     """
 
+    # The rule runs sample by sample in Python: speed.cuda_graph and steps_per_batch do not
+    # apply to it. train.py builds its datamodule with steps_per_batch=1.
+    takes_batch_groups = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.net, Perceptron):
@@ -26,12 +31,14 @@ class PerceptronTask(BinaryTask):
         self.register_buffer("epoch_mistakes", torch.zeros((), dtype=torch.long), persistent=False)
 
     def setup(self, stage: str) -> None:
-        """The rule runs sample by sample in Python: speed.cuda_graph and steps_per_batch do
-        not apply to it (one batch per training_step, even on a datamodule that a grouped fit
-        used before)."""
-        datamodule = self.trainer.datamodule
-        if hasattr(datamodule, "train_batches_per_item"):
-            datamodule.train_batches_per_item = 1
+        """Refuses a datamodule that hands over groups of batches: the rule takes one batch per
+        training_step."""
+        per_item = getattr(self.trainer.datamodule, "train_batches_per_item", 1)
+        if stage == "fit" and per_item > 1:
+            raise ConfigError(
+                f"PerceptronTask takes one batch per training step, but the datamodule hands "
+                f"over {per_item} (steps_per_batch): build it with steps_per_batch=1"
+            )
 
     def on_train_epoch_start(self) -> None:
         self.epoch_mistakes.zero_()
@@ -49,7 +56,7 @@ class PerceptronTask(BinaryTask):
         self.epoch_mistakes += mistakes
         self.log("train/mistakes", mistakes.float(), on_step=False, on_epoch=True, reduce_fx="sum")
         with torch.no_grad():
-            self._step(batch, "train")
+            self.shared_step(batch, "train")
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
