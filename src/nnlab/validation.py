@@ -275,12 +275,8 @@ def default_choices(hydra_cfg: DictConfig) -> dict[str, str]:
         if source.provider == "main" and source.schema == "file":
             primary = Path(source.path) / f"{hydra_cfg.job.config_name}.yaml"
             defaults = OmegaConf.load(primary).get("defaults") or []
-            return {
-                k: str(v)
-                for entry in defaults
-                if isinstance(entry, DictConfig)
-                for k, v in entry.items()
-            }
+            entries = [entry for entry in defaults if isinstance(entry, DictConfig)]
+            return {group: str(option) for entry in entries for group, option in entry.items()}
     return {}
 
 
@@ -303,10 +299,9 @@ def check_built(
             return None
         if label is None:
             node = cfg.get(group)
-            named = (
-                node.get("_target_") or node.get("name") if isinstance(node, DictConfig) else node
-            )
-            target = str(named or group)
+            if isinstance(node, DictConfig):
+                node = node.get("_target_") or node.get("name")
+            target = str(node or group)
             label = f"{group}={picked_option(group, target)}"
         raise ConfigError(f"{label}: {cause}") from None
 
