@@ -1,11 +1,16 @@
-"""Reading checkpoints and checking a resume: which file a run resumes from, its contents read
-safely (weights only), the task module class that wrote it, and refusals of a resume whose
-network, optimizer or data differ from the run's."""
+"""Reading checkpoints and checking a resume: which file a run resumes from (a URL is downloaded
+into the cache first, so that it gets every check a local file gets), its contents read safely
+(weights only: a checkpoint never runs code), the task module class that wrote it, and refusals
+of a resume whose network, optimizer or data differ from the run's."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,13 +24,71 @@ LIGHTNING_CKPT_NAMES = ("last", "hpc", "registry")
 MODULE_KEY = "nnlab_module"
 
 
+# Schemes a ckpt_path URL may use; anything else with "://" is refused by name.
+URL_SCHEMES = ("http", "https")
+# Seconds without a byte before a checkpoint download counts as dead.
+TIMEOUT_S = 60
+
+
+def is_url(ckpt_path: Any) -> bool:
+    """Whether a ckpt_path names a remote file rather than a local one."""
+    return "://" in str(ckpt_path)
+
+
 def local_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint file a run resumes from, or None: no ckpt_path, or one that Lightning
-    resolves itself (its names such as "last", remote URLs)."""
+    """The local checkpoint file a run resumes from, or None: no ckpt_path, one that Lightning
+    resolves itself (its names such as "last"), or a URL not downloaded yet (see
+    `download_checkpoint`)."""
     ckpt_path = cfg.get("ckpt_path")
-    if not ckpt_path or ckpt_path in LIGHTNING_CKPT_NAMES or "://" in str(ckpt_path):
+    if not ckpt_path or ckpt_path in LIGHTNING_CKPT_NAMES or is_url(ckpt_path):
         return None
     return str(ckpt_path)
+
+
+def fetch_checkpoint_url(cfg: DictConfig) -> None:
+    """Replaces a URL ckpt_path by the downloaded file (`download_checkpoint`, into
+    `paths.data_dir`, checked against `ckpt_sha256` when given); other values stay."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and is_url(ckpt_path):
+        cfg.ckpt_path = download_checkpoint(
+            str(ckpt_path), cfg.paths.data_dir, cfg.get("ckpt_sha256")
+        )
+
+
+def download_checkpoint(url: str, cache_dir: str | Path, sha256: str | None = None) -> str:
+    """Downloads a checkpoint URL into `<cache_dir>/checkpoints/` and returns the local file,
+    which then gets the checks any local ckpt_path gets (read with weights only, nnlab's own,
+    same network and data). With `sha256` the file must have that hash (a cached copy that has
+    it is reused); without, the URL is fetched again each time (its content may change). A
+    failed or mismatched download leaves nothing behind."""
+    import pooch
+    import requests
+
+    scheme = urlparse(url).scheme
+    if scheme not in URL_SCHEMES:
+        raise ConfigError(
+            f"ckpt_path={url}: {scheme}:// is not supported; use a local file or an "
+            f"{' or '.join(URL_SCHEMES)} URL"
+        )
+    name = Path(urlparse(url).path).name or "checkpoint.ckpt"
+    # One folder per URL, so that two URLs ending in the same file name do not collide.
+    folder = Path(cache_dir) / "checkpoints" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if sha256 is None:
+        (folder / name).unlink(missing_ok=True)
+    try:
+        path = pooch.retrieve(
+            url,
+            known_hash=f"sha256:{sha256.lower()}" if sha256 else None,
+            fname=name,
+            path=folder,
+            downloader=pooch.HTTPDownloader(progressbar=False, timeout=TIMEOUT_S),
+        )
+    except ValueError as e:  # pooch: hash mismatch; it has deleted the download already
+        raise ConfigError(f"ckpt_path={url}: {str(e).splitlines()[0]}") from None
+    except requests.RequestException as e:
+        raise ConfigError(f"ckpt_path={url} cannot be downloaded: {e}") from None
+    log.info("ckpt_path=%s downloaded to %s", url, path)
+    return str(path)
 
 
 def module_class_path(checkpoint: dict[str, Any]) -> str:
@@ -43,8 +106,14 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
 
     try:
         return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # truncated, not a torch file, or pickled objects
-        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {e}") from None
+    except pickle.UnpicklingError:
+        # torch's weights-only unpickler met a global it does not allow: loading it fully
+        # could run any code, so it is not loaded at all.
+        reason = "it holds pickled Python objects that could run code, refused unread"
+    except (RuntimeError, OSError, EOFError, ValueError) as e:  # truncated, or not a torch file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = f"truncated, damaged or not a PyTorch file ({first})"
+    raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {reason}")
 
 
 def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:

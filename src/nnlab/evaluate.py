@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.checkpoints import module_class_path, read_checkpoint
+from nnlab.checkpoints import fetch_checkpoint_url, is_url, module_class_path, read_checkpoint
 from nnlab.console import setup_console
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
@@ -29,7 +29,7 @@ def load_module(ckpt_path: str | Path) -> TaskModule:
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
     cls = get_class(module_class_path(read_checkpoint(str(path))))
-    return cls.load_from_checkpoint(path, map_location="cpu")
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def with_local_data_dir(data_cfg: dict[str, Any], data_dir: str) -> dict[str, Any]:
@@ -47,6 +47,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Tests the checkpoint `cfg.ckpt_path` on its data (or `cfg.data`), writes results.json;
     returns the test metrics."""
     validate_eval(cfg)
+    url = cfg.ckpt_path if is_url(cfg.ckpt_path) else None
+    fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
     setup_console()
     module = load_module(cfg.ckpt_path)
     if cfg.get("data"):
@@ -76,6 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 cfg.paths.output_dir,
                 {
                     "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+                    "ckpt_url": url,
                     "test": metrics,
                     "choices": hydra_choices(),
                     "output_dir": cfg.paths.output_dir,

@@ -10,7 +10,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from nnlab.checkpoints import check_resume, check_resume_data, local_checkpoint
+from nnlab.checkpoints import (
+    check_resume,
+    check_resume_data,
+    fetch_checkpoint_url,
+    local_checkpoint,
+)
 from nnlab.console import setup_console
 from nnlab.core.hydra import hydra_choices, instantiate_group
 from nnlab.results import print_metrics, scalar_metrics, write_results
@@ -34,6 +39,7 @@ def train(cfg: DictConfig) -> float | None:
         cfg.optimized_metric = cfg.get("optimized_metric") or module_class(cfg.model, task).monitor
         cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
     check_callbacks_and_loggers(cfg)
+    fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
     resumed = local_checkpoint(cfg)
     saved = check_resume(cfg, resumed) if resumed else None
 
@@ -68,7 +74,10 @@ def fit_and_test(
     """Fits, validates and tests the best checkpoint, writes results.json; returns the value of
     `optimized_metric`."""
     with frozen_heap():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: a checkpoint is read as tensors and plain data, never run as code.
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -77,12 +86,16 @@ def fit_and_test(
     ckpt = best or None  # no checkpoint (callbacks=none, fast_dev_run): the last weights
     # verbose=False: print_metrics below shows val and test in one table.
     val_metrics = scalar_metrics(
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+        trainer.validate(
+            module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
+        )[0]
     )
     test_metrics = {}
     if cfg.get("test"):
         test_metrics = scalar_metrics(
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+            trainer.test(
+                module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
+            )[0]
         )
 
     value = val_metrics.get(cfg.optimized_metric)
