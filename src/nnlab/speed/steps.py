@@ -154,3 +154,11 @@ class StepRunner:
     def _reset_sums(self) -> None:
         for total in self.module.sums["train"].values():
             total.zero_()
+
+
+def captures_step(module: Any) -> bool:
+    """Whether `module`'s training steps are (or, from train start, will be) replayed from a
+    CUDA graph: no Python hook (a forward hook, say) runs in a replay, and one present at
+    capture would be baked into every replay."""
+    steps = getattr(module, "steps", None)
+    return isinstance(steps, StepRunner) and steps.graph
