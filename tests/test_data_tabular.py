@@ -15,15 +15,11 @@ import pytest
 import torch
 
 from nnlab.core import ConfigError
-from nnlab.data import tabular
+from nnlab.data import housing
 from nnlab.data.download import MIRROR_ENV, DataUnavailableError
+from nnlab.data.housing import AmesHousePricesDataModule, CaliforniaHousingDataModule
 from nnlab.data.spec import DataSpec, TargetScale
-from nnlab.data.tabular import (
-    AmesHousePricesDataModule,
-    CaliforniaHousingDataModule,
-    CSVClassificationDataModule,
-    HousePricesCSVDataModule,
-)
+from nnlab.data.tables import CSVClassificationDataModule, CSVRegressionDataModule
 from nnlab.evaluate import evaluate
 from nnlab.tasks import RegressionTask
 from nnlab.train import train
@@ -50,16 +46,16 @@ def test_california_statlib_archive(
     archive = statlib_tgz(rows)
     url = file_server.add("figshare/5976036", archive)
     remote = dataclasses.replace(
-        tabular.CAL_HOUSING, urls=(url,), known_hash=digest(archive, "sha256")
+        housing.CAL_HOUSING, urls=(url,), known_hash=digest(archive, "sha256")
     )
-    monkeypatch.setattr(tabular, "CAL_HOUSING", remote)
+    monkeypatch.setattr(housing, "CAL_HOUSING", remote)
     dm = CaliforniaHousingDataModule(data_dir=tmp_path, progress=False, normalize="none", seed=3)
     dm.prepare_data()
-    header, table = dm.read_table()
-    assert header == [*SKLEARN_FEATURES, "MedHouseVal"]
+    table = dm.read_table()
+    assert list(table.columns) == [*SKLEARN_FEATURES, "MedHouseVal"]
     # scikit-learn's derived features: rooms, bedrooms and occupants per household.
-    assert table[0][2] == pytest.approx(rows[0, 3] / rows[0, 6], rel=1e-5)
-    assert table[0][5] == pytest.approx(rows[0, 5] / rows[0, 6], rel=1e-5)
+    assert table.iloc[0, 2] == pytest.approx(rows[0, 3] / rows[0, 6], rel=1e-5)
+    assert table.iloc[0, 5] == pytest.approx(rows[0, 5] / rows[0, 6], rel=1e-5)
     dm.setup()
     assert dm.spec.task == "regression" and dm.spec.input_shape == (8,)
     assert dm.numeric_columns == SKLEARN_FEATURES and dm.text_columns == []
@@ -103,7 +99,7 @@ def test_california_from_a_local_archive_or_hands_on_ml_csv_gives_the_same_data(
 
 def test_real_hands_on_ml_housing_csv_as_california_housing(tmp_path: Path) -> None:
     path = shared("california_housing/housing.csv")
-    columns = tabular.read_housing_csv(path)
+    columns = housing.read_housing_csv(path)
     assert columns.shape == (20640, 9)
     assert int(np.isnan(columns[:, 4]).sum()) == 207  # blank total_bedrooms (PROVENANCE.md)
     assert columns[:, 8].mean() == pytest.approx(206855.82, abs=0.01)
@@ -199,7 +195,7 @@ def test_ames_real_file_over_mirror(
 
 
 def test_real_california_csv_as_user_table() -> None:
-    dm = HousePricesCSVDataModule(
+    dm = CSVRegressionDataModule(
         path=shared("california_housing/housing.csv"), target="median_house_value"
     )
     dm.setup()
@@ -217,7 +213,7 @@ def test_unseen_category_and_training_only_fit(tmp_path: Path) -> None:
     lines[-1] = "999,1000,zzz"  # one row whose category and size appear in one split only
     path = tmp_path / "houses.csv"
     path.write_text("\n".join(lines) + "\n")
-    dm = HousePricesCSVDataModule(path=path, target="price", seed=0)
+    dm = CSVRegressionDataModule(path=path, target="price", seed=0)
     dm.setup()
     x_all = torch.cat([dm.splits[s][0] for s in ("train", "val", "test")])
     in_train = any(float(row[0]) > 5 for row in dm.splits["train"][0])
@@ -245,16 +241,16 @@ def test_clear_errors(tmp_path: Path, kwargs: dict, message: str) -> None:
     path = tmp_path / "houses.csv"
     path.write_text("price,area,kind\n" + "".join(f"{100 + i},{i},a\n" for i in range(20)))
     with pytest.raises(ConfigError, match=message):
-        HousePricesCSVDataModule(path=path, **kwargs).setup()
+        CSVRegressionDataModule(path=path, **kwargs).setup()
 
 
 def test_missing_file_and_ragged_rows(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data.path=.*nope\.csv: no such file"):
-        HousePricesCSVDataModule(path=tmp_path / "nope.csv", target="y").setup()
+        CSVRegressionDataModule(path=tmp_path / "nope.csv", target="y").setup()
     path = tmp_path / "ragged.csv"
     path.write_text("y,a\n1,2\n3\n")
     with pytest.raises(ValueError, match="line 3: 1 fields, but the header has 2"):
-        HousePricesCSVDataModule(path=path, target="y").setup()
+        CSVRegressionDataModule(path=path, target="y").setup()
 
 
 def test_regression_metrics_in_original_units() -> None:
@@ -342,12 +338,12 @@ def test_windows_1252_csv_and_tiny_tables(tmp_path: Path, caplog: pytest.LogCapt
     again, and are refused with what to change."""
     lines = ["name,café,price"] + [f"{c},{i},{100 * i}" for i, c in enumerate("ABCDEFGHIJ", 1)]
     (tmp_path / "t.csv").write_bytes(("\n".join(lines) + "\n").encode("cp1252"))
-    dm = HousePricesCSVDataModule(path=str(tmp_path / "t.csv"), target="price", seed=0)
+    dm = CSVRegressionDataModule(path=str(tmp_path / "t.csv"), target="price", seed=0)
     with caplog.at_level("WARNING"):
         dm.setup()
     assert "is not UTF-8" in caplog.text and "café" in dm.numeric_columns
     assert sorted(len(y) for _, y in dm.splits.values()) == [2, 2, 6]
     (tmp_path / "four.csv").write_text("x,price\n1,1\n2,2\n3,3\n4,4\n")
-    tiny = HousePricesCSVDataModule(path=str(tmp_path / "four.csv"), target="price")
+    tiny = CSVRegressionDataModule(path=str(tmp_path / "four.csv"), target="price")
     with pytest.raises(ConfigError, match="of only 2 samples and keep 2 on each side"):
         tiny.setup()

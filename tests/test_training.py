@@ -125,7 +125,7 @@ def test_default_loss_follows_the_task(make_cfg):
         (("+trainer.max_epoch=3",), "did you mean trainer.max_epochs? valid: accelerator"),
         (("+trainer.precision=bf17",), "trainer.precision must be one of 64, 32, 16, "),
         (("data.val_fraction=x",), "data.val_fraction must be float, got 'x'"),
-        (("+data.bogus=1",), "data.bogus is not an option of nnlab.data.datasets.DigitsData"),
+        (("+data.bogus=1",), "data.bogus is not an option of nnlab.data.toy.DigitsData"),
         (("model.hidden_sizes=[0]",), "model.hidden_sizes must be ints >= 1, got [0]"),
         (("model.hidden_sizes=abc",), "model.hidden_sizes must be a list of int, got 'abc'"),
         (
@@ -269,7 +269,7 @@ def test_eval_takes_another_data_config_and_refuses_one_that_does_not_fit(make_c
     [
         (("+trainer.max_epoch=1",), "trainer.max_epoch is not an option of lightning.pytorch"),
         (("seed=abc",), "seed must be an int in [0, 4294967295] or null, got 'abc'"),
-        (("data=digits", "+data.foo=1"), "data.foo is not an option of nnlab.data.datasets"),
+        (("data=digits", "+data.foo=1"), "data.foo is not an option of nnlab.data.toy"),
         (("data=digits", "data.val_fraction=2"), "data.val_fraction must be in (0, 1), got 2"),
     ],
 )
