@@ -1,0 +1,143 @@
+"""Claim 4, activations: every activation of configs/activation/ and its derivative, where each
+saturates (its derivative ≈ 0), and the gain that initializers scale its layers' weights by."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from matplotlib.axes import Axes
+from omegaconf import OmegaConf
+from torch import nn
+
+from nnlab.lecture.fitting import CONFIG_DIR
+from nnlab.lecture.study import Claim, Run
+from nnlab.nn.activations import Maxout, create_activation
+from nnlab.nn.init import gain
+from nnlab.nn.networks import MLP
+
+X_RANGE = 8.0
+# |f'(x)| below this is saturated: the gradient through the unit has (nearly) vanished. Below
+# leaky ReLU's 0.01 slope on purpose: a small slope is what keeps leaky units learning.
+SATURATED = 5e-3
+# The course's saturation claims, as (saturates for x → −∞, saturates for x → +∞).
+EXPECTED = {
+    "sigmoid": (True, True),
+    "tanh": (True, True),
+    "relu": (True, False),
+    "leaky_relu": (False, False),
+    "identity": (False, False),
+}
+# The gains the literature gives (He et al. 2015; PyTorch's calculate_gain).
+KNOWN_GAINS = {"identity": 1.0, "relu": math.sqrt(2), "tanh": 5 / 3, "sigmoid": 1.0}
+
+
+def activation_configs() -> dict[str, dict[str, Any]]:
+    """Each activation config of configs/activation/ (the one list of them), by file name."""
+    return {
+        path.stem: OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[misc]
+        for path in sorted((CONFIG_DIR / "activation").glob("*.yaml"))
+    }
+
+
+def activation_layer(cfg: dict[str, Any], seed: int) -> nn.Module:
+    """The layer applying the activation to a (N, 1) input: the elementwise layer, or for an
+    activation that replaces the linear layer (maxout), a one-unit one with seeded pieces."""
+    try:
+        return create_activation(cfg, width=1)
+    except ValueError:  # maxout: it is built as the hidden layer itself
+        torch.manual_seed(seed)
+        net = MLP(1, 1, hidden_sizes=[1], activation=cfg, init={"name": "default"})
+        return next(m for m in net if isinstance(m, Maxout))
+
+
+def curve(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f(x), f'(x)) on a 1-D grid, the derivative by autograd."""
+    x = x.clone().requires_grad_()
+    y = layer(x[:, None]).squeeze(-1)
+    (dy,) = torch.autograd.grad(y.sum(), x)
+    return y.detach(), dy
+
+
+def saturation(x: torch.Tensor, dy: torch.Tensor) -> tuple[bool, bool]:
+    """Whether the derivative is below SATURATED at each end of the grid."""
+    low = dy.abs() < SATURATED
+    return bool(low[x < 0][0]), bool(low[x > 0][-1])
+
+
+def draw(ax: Axes, name: str, x: torch.Tensor, y: torch.Tensor, dy: torch.Tensor, g: float) -> None:
+    ax.plot(x, y, label="f(x)")
+    ax.plot(x, dy, ls="--", label="f′(x)")
+    low = (dy.abs() < SATURATED).tolist()
+    start = None
+    for i, flag in enumerate([*low, False]):  # shade each run of saturated points
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            ax.axvspan(x[start].item(), x[i - 1].item(), color="red", alpha=0.12, lw=0)
+            start = None
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_ylim(-2.0, 3.0)
+    ax.set_title(f"{name}   gain {g:.3f}", fontsize=10)
+    ax.set_xlabel("x")
+
+
+def study(run: Run) -> Claim:
+    """Plots f and f′ of every activation config, shades |f′| < SATURATED, and lists gains:
+    nnlab's (what its initializers use) and 1/√E[f(z)²] for z ~ N(0, 1) (He's definition)."""
+    configs = activation_configs()
+    x = torch.linspace(-X_RANGE, X_RANGE, 1601)
+    z = torch.randn(1_000_000, generator=torch.Generator().manual_seed(run.seed))
+    ncols = 5
+    fig, axes = run.figure(
+        "activations", ncols=ncols, nrows=math.ceil(len(configs) / ncols), size=(3.2, 2.8)
+    )
+    rows = []
+    for ax, (name, cfg) in zip(axes, configs.items(), strict=False):
+        layer = activation_layer(cfg, run.seed)
+        with torch.no_grad():
+            second_moment = layer(z[:, None]).square().mean().item()
+        y, dy = curve(layer, x)
+        left, right = saturation(x, dy)
+        rows.append(
+            {
+                "activation": name,
+                "gain": gain(cfg),
+                "gain_he": 1 / math.sqrt(second_moment),
+                "saturates_left": left,
+                "saturates_right": right,
+                "slope_at_minus_x": dy[0].item(),
+                "slope_at_plus_x": dy[-1].item(),
+            }
+        )
+        draw(ax, name, x, y, dy, rows[-1]["gain"])
+    axes[0].legend(fontsize=8, loc="upper left")
+    for ax in axes[len(configs) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"Activations and their derivatives; shaded: saturated, |f′| < {SATURATED}")
+    run.save("activations")
+    frame = run.table("activations", rows).set_index("activation")
+
+    found = {n: (frame.saturates_left[n], frame.saturates_right[n]) for n in EXPECTED}
+    gains = {n: float(frame.gain[n]) for n in frame.index}
+    gain_ok = all(abs(gains[n] - v) < 1e-6 for n, v in KNOWN_GAINS.items())
+    held = found == EXPECTED and gain_ok and len(frame) == len(configs)
+
+    def sides(n: str) -> str:
+        left, right = found[n]
+        return {(True, True): "both ends", (True, False): "x < 0"}.get((left, right), "nowhere")
+
+    statement = (
+        f"{len(frame)} activations from configs/activation/; saturated (|f′| < {SATURATED}) at: "
+        + ", ".join(f"{n} {sides(n)}" for n in EXPECTED)
+        + "; gains: "
+        + ", ".join(f"{n} {g:.3f}" for n, g in gains.items())
+    )
+    return run.claim(
+        held,
+        statement,
+        gains=gains,
+        saturation=found,
+        gain_he={n: float(v) for n, v in frame.gain_he.items()},
+    )

@@ -1,0 +1,179 @@
+"""Claim 5, initialization: how the spread of activations evolves through a deep network at
+initialization, for each classic scheme, and why constant weights never break symmetry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnlab.lecture.fitting import compose_config, fit
+from nnlab.lecture.study import Claim, Run
+from nnlab.nn.networks import MLP
+
+# label → (init config, activation), requested through nnlab's init configs. With square layers
+# (fan_in = fan_out = d) the course's Xavier variance 2/(fan_in + fan_out) is 1/d.
+SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
+    "constant 0.01, tanh": ({"name": "constant", "value": 0.01}, "tanh"),
+    "N(0, 1), tanh": ({"name": "normal", "std": 1.0}, "tanh"),
+    "N(0, 1), ReLU": ({"name": "normal", "std": 1.0}, "relu"),
+    "N(0, 1/d), ReLU": ({"name": "lecun_normal"}, "relu"),
+    "Xavier, tanh": ({"name": "xavier_normal"}, "tanh"),
+    "Xavier, ReLU": ({"name": "xavier_normal"}, "relu"),
+    "Kaiming, ReLU": ({"name": "kaiming_normal"}, "relu"),
+}
+SATURATED = 0.99  # a tanh unit with |a| above this passes on almost no gradient
+
+
+@torch.no_grad()
+def layer_activations(net: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of each hidden layer's activation, input to output (the output layer, a
+    Linear without activation, is left out)."""
+    outputs = []
+    for module in net:
+        x = module(x)
+        if not isinstance(module, nn.Linear | nn.Flatten):
+            outputs.append(x)
+    return outputs
+
+
+def spread_by_layer(run: Run, width: int, depth: int, nets: int) -> list[dict[str, Any]]:
+    """Per scheme and hidden layer, over a batch of N(0, 1) inputs and `nets` networks drawn
+    with different seeds: the std of the activations (√ of the mean variance: one narrow
+    net's std drifts over depth by chance, by e^(±0.6) over 20 layers of 64 ReLUs, e^(±0.3)
+    of 256), the share of saturated units (|a| > SATURATED), and how far apart the layer's
+    units are (max over samples of max − min over units: 0 when every unit computes the
+    same)."""
+    x = torch.randn(run.size(256, 1000), width, generator=torch.Generator().manual_seed(run.seed))
+    rows = []
+    for label, (init, activation) in SCHEMES.items():
+        per_net = []
+        for k in range(nets):
+            torch.manual_seed(run.seed + k)
+            net = MLP(width, width, [width] * depth, activation={"name": activation}, init=init)
+            per_net.append(layer_activations(net, x))
+        for layer, outputs in enumerate(zip(*per_net, strict=True), start=1):
+            a = torch.stack(outputs)  # (nets, batch, width)
+            rows.append(
+                {
+                    "scheme": label,
+                    "layer": layer,
+                    "std": a.double().var(dim=(1, 2)).mean().sqrt().item(),
+                    "saturated": (a.abs() > SATURATED).float().mean().item(),
+                    "unit_spread": (a.amax(2) - a.amin(2)).max().item(),
+                }
+            )
+    return rows
+
+
+def constant_training(run: Run) -> dict[str, dict[str, float]]:
+    """Trains the same MLP on digits from constant and from Kaiming weights; returns, per init,
+    how far apart the first hidden layer's weight rows end up (0: identical units) and the
+    test accuracy."""
+    result = {}
+    for init in ("constant", "kaiming_normal"):
+        cfg = compose_config(
+            f"seed={run.seed}",
+            "data=digits",
+            f"init={init}",
+            "activation=tanh",
+            "model.hidden_sizes=[32,32]",
+        )
+        model = fit(cfg, run.size(3, 10), validate=False)
+        w = model.module.net[1].weight.detach()
+        result[init] = {
+            "row_spread": (w - w[0]).abs().max().item(),
+            "weight_scale": w.abs().max().item(),
+            "test_accuracy": model.accuracy("test"),
+            "weights": w,
+        }
+    return result
+
+
+def draw(run: Run, frame: Any, trained: dict[str, dict[str, Any]]) -> None:
+    fig, (ax, sat) = run.figure("std_by_layer", ncols=2, size=(5.6, 4.2))
+    for color, label in enumerate(SCHEMES):
+        part = frame[frame.scheme == label]
+        style = {"ls": "--" if label.startswith("N(0, 1/d)") else "-", "color": f"C{color}"}
+        ax.plot(part.layer, part["std"], marker="o", ms=2.5, label=label, **style)
+        if "tanh" in label:
+            sat.plot(part.layer, part.saturated, marker="o", ms=2.5, label=label, **style)
+        last = part["std"].iloc[-1]
+        if not 1e-6 < last < 1e6:  # off the plot's scale: say where it went
+            ax.annotate(
+                f"{label}: {last:.0e} at layer {part.layer.iloc[-1]}",
+                (0.02, 0.97),
+                xycoords="axes fraction",
+                va="top",
+                fontsize=7,
+                color=f"C{color}",
+            )
+    ax.set(
+        yscale="log", ylim=(1e-6, 1e6), xlabel="hidden layer", ylabel="std of the activations (log)"
+    )
+    ax.set_title("At initialization, N(0, 1) inputs")
+    ax.legend(fontsize=7, loc="lower left")
+    sat.set(xlabel="hidden layer", ylabel=f"share of tanh units with |a| > {SATURATED}")
+    sat.set_title("Saturation (tanh)")
+    sat.legend(fontsize=7)
+    for a in (ax, sat):
+        a.xaxis.get_major_locator().set_params(integer=True)
+    run.save("std_by_layer")
+    fig, axes = run.figure("constant_init", ncols=2, size=(4.6, 3.6))
+    for ax, (init, result) in zip(axes, trained.items(), strict=True):
+        image = ax.imshow(result["weights"], cmap="coolwarm", aspect="auto")
+        fig.colorbar(image, ax=ax)
+        spread = result["row_spread"]
+        ax.set_title(f"init={init}: W₁ after training\nmax |row − row₀| = {spread:.1e}", fontsize=9)
+        ax.set(xlabel="input pixel", ylabel="hidden unit")
+    run.save("constant_init")
+
+
+def study(run: Run, width: int = 256, depth: int | None = None, nets: int = 8) -> Claim:
+    """Activation std over `depth` hidden layers (default: 20 fast, 30 full) of `width` units,
+    over `nets` networks, for each of SCHEMES; then constant vs Kaiming init trained on
+    digits."""
+    depth = depth or run.size(20, 30)
+    frame = run.table("std_by_layer", spread_by_layer(run, width, depth, nets))
+    trained = constant_training(run)
+    run.table(
+        "constant_init",
+        ({"init": k, **{n: v for n, v in r.items() if n != "weights"}} for k, r in trained.items()),
+    )
+    draw(run, frame, trained)
+
+    first = frame[frame.layer == 1].set_index("scheme")
+    last = frame[frame.layer == depth].set_index("scheme")
+    ratio = {s: float(last["std"][s] / first["std"][s]) for s in SCHEMES}
+    saturated = {s: float(last.saturated[s]) for s in SCHEMES if "tanh" in s}
+    identical = float(frame[frame.scheme.str.startswith("constant")].unit_spread.max())
+    spread = {k: r["row_spread"] / r["weight_scale"] for k, r in trained.items()}
+    accuracy = {k: r["test_accuracy"] for k, r in trained.items()}
+    held = (
+        0.5 <= ratio["Kaiming, ReLU"] <= 2.0
+        and ratio["Xavier, ReLU"] < 0.1
+        and 0.1 <= ratio["Xavier, tanh"] <= 1.2
+        and (ratio["N(0, 1), ReLU"] > 1e3 or saturated["N(0, 1), tanh"] > 0.9)
+        and identical == 0.0
+        and spread["constant"] < 1e-5 < spread["kaiming_normal"]
+    )
+    statement = (
+        f"std ratio last/first of {depth} layers × {width}: "
+        + ", ".join(f"{s} {r:.2g}" for s, r in ratio.items())
+        + f"; N(0, 1) tanh units saturated: {saturated['N(0, 1), tanh']:.0%}; constant init: "
+        f"units identical at init (spread {identical:.1g}) and after training (relative row "
+        f"spread {spread['constant']:.1g}, Kaiming {spread['kaiming_normal']:.2g}; test accuracy "
+        f"{accuracy['constant']:.2f} vs {accuracy['kaiming_normal']:.2f})"
+    )
+    return run.claim(
+        held,
+        statement,
+        width=width,
+        depth=depth,
+        std_ratio=ratio,
+        saturated_last_layer=saturated,
+        constant_unit_spread=identical,
+        trained_row_spread=spread,
+        test_accuracy=accuracy,
+    )

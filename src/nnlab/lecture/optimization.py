@@ -1,0 +1,155 @@
+"""Claims 8 and 9, gradient descent: the learning rate (too small crawls, too big diverges),
+and the regimes full-batch, mini-batch and per-sample SGD seen per epoch, per update and per
+second. Both on the synthetic linear regression (y = w·x + b + ε, noise 0.1: the best possible
+MSE is 0.01), trained by plain SGD through a Trainer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from matplotlib.axes import Axes
+
+from nnlab.lecture.fitting import compose_config, fit
+from nnlab.lecture.study import Claim, Run
+
+NOISE_FLOOR = 0.1**2  # the data's noise variance: no model's expected MSE is lower
+
+
+def sgd_config(run: Run, *overrides: str) -> Any:
+    return compose_config(
+        f"seed={run.seed}", "data=linear_regression", "model=linear", "optimizer=sgd", *overrides
+    )
+
+
+def draw_diverging(ax: Axes, epochs: pd.Series, loss: pd.Series, label: str, color: str) -> str:
+    """Plots a loss curve on a log axis; its non-finite epochs (inf, NaN) are drawn as × at the
+    top of the axis instead of being dropped. Returns what happened to the run."""
+    finite = loss.apply(math.isfinite)
+    fate = "finite" if finite.all() else f"diverged: inf/NaN from epoch {epochs[~finite].iloc[0]}"
+    style = {"color": color, "marker": "o", "ms": 3}
+    ax.plot(
+        epochs[finite],
+        loss[finite],
+        label=label if finite.all() else f"{label}, {fate} (×)",
+        **style,
+    )
+    ax.plot(
+        epochs[~finite],
+        [1.0] * int((~finite).sum()),
+        "x",
+        ms=8,
+        mew=2,
+        color=color,
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+    )
+    return fate
+
+
+def learning_rate(run: Run, lrs: tuple[float, float, float] = (0.001, 0.1, 1.1)) -> Claim:
+    """Claim 8: the training loss over epochs for a too small, a right and a too big learning
+    rate (plain SGD, batches of 32), each curve as trained (no best checkpoint)."""
+    epochs = run.size(8, 30)
+    rows = []
+    for lr in lrs:
+        history = fit(sgd_config(run, f"optimizer.lr={lr}"), epochs, validate=False).history
+        rows += [
+            {"lr": lr, "epoch": e, "train_loss": v}
+            for e, v in zip(history.epoch, history["train/loss"], strict=True)
+        ]
+    frame = run.table("learning_rate", rows)
+
+    _, (ax,) = run.figure("learning_rate", size=(6.4, 4.2))
+    fate = {}
+    for color, (lr, name) in enumerate(zip(lrs, ("too small", "right", "too big"), strict=True)):
+        part = frame[frame.lr == lr]
+        fate[lr] = draw_diverging(
+            ax, part.epoch, part.train_loss, f"lr {lr:g} ({name})", f"C{color}"
+        )
+    ax.axhline(NOISE_FLOOR, color="gray", ls=":", label="noise floor (0.01)")
+    ax.set(yscale="log", xlabel="epoch", ylabel="training loss (MSE, epoch mean)")
+    ax.set_title("The learning rate, too small / right / too big", pad=14)
+    ax.legend(fontsize=8, loc="center right")
+    run.save("learning_rate")
+
+    final = {lr: float(frame[frame.lr == lr].train_loss.iloc[-1]) for lr in lrs}
+    first = {lr: float(frame[frame.lr == lr].train_loss.iloc[0]) for lr in lrs}
+    small, right, big = lrs
+    big_blew_up = not math.isfinite(final[big]) or final[big] > 1e3 * first[big]
+    held = final[right] <= 2 * NOISE_FLOOR and final[small] > 10 * final[right] and big_blew_up
+    statement = (
+        f"after {epochs} epochs the training MSE is {final[small]:.3g} at lr {small:g} (crawling), "
+        f"{final[right]:.3g} at lr {right:g} (noise floor {NOISE_FLOOR:g}), and at lr {big:g} "
+        f"{fate[big]} (epoch 1: {first[big]:.3g})"
+    )
+    return run.claim(held, statement, final_loss=final, first_epoch_loss=first, fate=fate)
+
+
+REGIMES = {"full-batch GD": "full", "mini-batch SGD (32)": 32, "per-sample SGD": 1}
+
+
+def time_to(frame: pd.DataFrame, target: float) -> dict[str, float]:
+    """Per regime, the training seconds until the held-out loss first reached `target`."""
+    reached = frame[frame.val_loss <= target].groupby("regime").seconds.min()
+    return {regime: float(reached.get(regime, math.inf)) for regime in REGIMES}
+
+
+def gd_regimes(run: Run, lr: float = 0.1) -> Claim:
+    """Claim 9: the same SGD at the same learning rate with the whole training split, 32
+    samples or one sample per update; the held-out loss after each epoch against epochs,
+    updates and training seconds."""
+    epochs = run.size(5, 20)
+    n = run.size(300, 1000)
+    parts = []
+    for regime, batch in REGIMES.items():
+        cfg = sgd_config(
+            run, f"optimizer.lr={lr}", f"data.batch_size={batch}", f"data.n_samples={n}"
+        )
+        history = fit(cfg, epochs).history.rename(columns={"val/loss": "val_loss"})
+        parts.append(history[["epoch", "updates", "seconds", "val_loss"]].assign(regime=regime))
+    frame = run.table("gd_regimes", pd.concat(parts, ignore_index=True))
+    fig, axes = run.figure("gd_regimes", ncols=3, size=(4.4, 3.8))
+    for ax, x, label in zip(
+        axes,
+        ("epoch", "updates", "seconds"),
+        ("epoch", "updates (optimizer steps)", "training time (s)"),
+        strict=True,
+    ):
+        for regime in REGIMES:
+            part = frame[frame.regime == regime]
+            ax.plot(part[x], part.val_loss, marker="o", ms=3, label=regime)
+        ax.axhline(NOISE_FLOOR, color="gray", ls=":")
+        ax.set(yscale="log", xlabel=label, ylabel="held-out MSE after the epoch")
+        ax.set_xscale("log" if x != "epoch" else "linear")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Full-batch, mini-batch and per-sample SGD, lr {lr:g}")
+    run.save("gd_regimes")
+
+    first = frame[frame.epoch == 1].set_index("regime").val_loss
+    late = frame[frame.epoch > epochs // 2].groupby("regime").val_loss.mean()
+    seconds = time_to(frame, 3 * NOISE_FLOOR)
+    full, mini, single = REGIMES
+    held = (
+        first[single] < first[full]
+        and first[mini] < first[full]
+        and late[single] > late[mini]
+        and seconds[mini] < min(seconds[full], seconds[single])
+    )
+    statement = (
+        "after epoch 1 the held-out MSE is "
+        + ", ".join(f"{r} {first[r]:.3g}" for r in REGIMES)
+        + f"; late epochs, per-sample SGD hovers at {late[single]:.3g} against {late[mini]:.3g} "
+        f"for mini-batches; seconds to MSE ≤ {3 * NOISE_FLOOR:g}: "
+        + ", ".join(
+            f"{r} {s:.2g}" if math.isfinite(s) else f"{r} not reached" for r, s in seconds.items()
+        )
+    )
+    return run.claim(
+        held,
+        statement,
+        first_epoch_loss=dict(first),
+        late_loss=dict(late),
+        seconds_to_target=seconds,
+    )
