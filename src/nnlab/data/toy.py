@@ -1,9 +1,11 @@
-"""The embedded data sets: small, offline, each showing one idea of the course."""
+"""The toy data sets: small, made offline (scikit-learn's bundled digits, or drawn from a
+seed), each showing one idea of the course."""
 
 from __future__ import annotations
 
 import torch
 
+from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule, Split
 
 
@@ -74,18 +76,37 @@ class SeparableDataModule(ArrayDataModule):
 
 
 class LinearRegressionDataModule(ArrayDataModule):
-    """y = x·w + b + ε with ε ~ N(0, noise²); the true w and b are `true_weight`, `true_bias`."""
+    """y = x·w + b + ε with ε ~ N(0, noise²); the true w and b are `true_weight`, `true_bias`.
+
+    Args:
+        outlier_fraction: share of the training split's targets made outliers (after the
+            seeded split; validation and test stay clean), chosen at random from the seed.
+        outlier_shift: what is added to each outlier target, in standard deviations of the
+            clean training targets (positive: the outliers all lie above the line, which pulls
+            a least-squares fit up and much less an L1 or Huber one).
+    """
 
     task = "regression"
 
     def __init__(
-        self, n_samples: int = 1000, n_features: int = 5, noise: float = 0.1, **kwargs
+        self,
+        n_samples: int = 1000,
+        n_features: int = 5,
+        noise: float = 0.1,
+        outlier_fraction: float = 0.0,
+        outlier_shift: float = 10.0,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= outlier_fraction < 1.0:
+            raise ConfigError(f"data.outlier_fraction must be in [0, 1), got {outlier_fraction}")
         self.n_samples, self.n_features, self.noise = n_samples, n_features, noise
+        self.outlier_fraction, self.outlier_shift = outlier_fraction, outlier_shift
         g = torch.Generator().manual_seed(self.seed)
         self.true_weight = torch.randn(n_features, generator=g)
         self.true_bias = float(torch.randn((), generator=g))
+        # The training samples made outliers (indices into the training split), once set up.
+        self.outliers = torch.empty(0, dtype=torch.long)
 
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         g = torch.Generator().manual_seed(self.seed + 1)
@@ -93,3 +114,14 @@ class LinearRegressionDataModule(ArrayDataModule):
         noise = self.noise * torch.randn(self.n_samples, generator=g)
         y = x @ self.true_weight + self.true_bias + noise
         return {"train": (x, y)}, ()
+
+    def corrupt_train(self, train: Split) -> Split:
+        x, y = train
+        n = round(self.outlier_fraction * len(y))
+        if n == 0:
+            return train
+        g = torch.Generator().manual_seed(self.seed + 2)
+        self.outliers = torch.randperm(len(y), generator=g)[:n]
+        y = y.clone()
+        y[self.outliers] += self.outlier_shift * y.std()
+        return x, y
