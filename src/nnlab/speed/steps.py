@@ -29,12 +29,10 @@ class SteppedModule(Protocol):
     trainer: L.Trainer
     net: torch.nn.Module
     loss_fn: torch.nn.Module
-    sums: dict[str, dict[str, torch.Tensor]]
-    samples: dict[str, int]
+    sums: Any  # nnlab.tasks.metrics.EpochSums: add(), zero(), samples
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
     def shared_step(self, batch: Batch, stage: str) -> torch.Tensor: ...
-    def accumulate(self, stage: str, loss: torch.Tensor, n: int, sums: dict) -> None: ...
     def train_sums(self, output: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]: ...
     def optimizers(self) -> Any: ...
     def lr_schedulers(self) -> Any: ...
@@ -109,7 +107,7 @@ class StepRunner:
                 before_step()
                 self.graphed(x, y)  # the whole step, sums included
                 after_step()
-                module.samples["train"] += len(x)
+                module.sums.samples["train"] += len(x)
                 continue
             optimizer.zero_grad()
             loss = module.shared_step((x, y), "train")
@@ -148,12 +146,11 @@ class StepRunner:
         output = module(x)
         loss = module.loss_fn(output, y)
         sums = module.train_sums(output.detach(), y)
-        module.accumulate("train", loss.detach(), len(x), sums)
+        module.sums.add("train", loss.detach(), len(x), sums)
         return loss
 
     def _reset_sums(self) -> None:
-        for total in self.module.sums["train"].values():
-            total.zero_()
+        self.module.sums.zero("train")
 
 
 def captures_step(module: Any) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from torch import Tensor
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from nnlab.checkpoints import MODULE_KEY
@@ -25,23 +26,9 @@ from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
 from nnlab.speed.optim import optimizer_options
 from nnlab.speed.steps import StepRunner
+from nnlab.tasks.metrics import EpochSums, check_monitor, metric_mode
 
 STAGES = ("train", "val", "test")
-# Direction of a metric, from the last part of its name (val/acc → acc).
-HIGHER_IS_BETTER = {"acc", "f1", "auroc", "r2"}
-LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mistakes", "rmse_orig", "mae_orig", "rmse_log"}
-
-
-def metric_mode(metric: str) -> str:
-    """ "max" or "min" for a logged metric name such as val/acc or val/loss."""
-    leaf = metric.rsplit("/", 1)[-1].removesuffix("_best")
-    if leaf in HIGHER_IS_BETTER:
-        return "max"
-    if leaf in LOWER_IS_BETTER:
-        return "min"
-    raise ConfigError(
-        f"cannot tell whether {metric!r} should go up or down; set optimized_mode=max or min"
-    )
 
 
 class TaskModule(L.LightningModule):
@@ -78,15 +65,10 @@ class TaskModule(L.LightningModule):
         self.save_hyperparameters()
         self.spec = DataSpec.from_dict(spec)
         if self.spec.task != self.task:
-            raise ValueError(
-                f"{type(self).__name__} trains {self.task} tasks, not {self.spec.task}"
-            )
-        self.net = instantiate(
-            model,
-            in_features=self.spec.in_features,
-            out_features=self.spec.num_outputs,
-            _convert_="all",
-        )
+            name = type(self).__name__
+            raise ValueError(f"{name} trains {self.task} tasks, not {self.spec.task}")
+        sizes = {"in_features": self.spec.in_features, "out_features": self.spec.num_outputs}
+        self.net = instantiate(model, **sizes, _convert_="all")
         self.loss_fn = create_loss(loss, self.spec.task, self.spec.num_outputs)
         metrics = self.make_metrics()
         # One collection per evaluation stage (keys "val" etc. would clash with nn.Module).
@@ -97,44 +79,31 @@ class TaskModule(L.LightningModule):
         # The speed group's training steps (nnlab.speed.steps), made in setup(); None trains
         # with Lightning's automatic optimization.
         self.steps: StepRunner | None = None
-        # Per stage: sums over the epoch's samples, on the device ({"loss": ..., for training
-        # also the `train_sums`}), and the sample count, on the host.
-        self.sums: dict[str, dict[str, torch.Tensor]] = {stage: {} for stage in STAGES}
-        self.samples = dict.fromkeys(STAGES, 0)
+        self.sums = EpochSums(STAGES)  # loss and train_sums over each stage's epoch
 
     # -- what a task provides -----------------------------------------------------------------
     def make_metrics(self) -> MetricCollection:
         raise NotImplementedError
 
-    def metric_inputs(
-        self, output: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def metric_inputs(self, output: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """(predictions, targets) in the form the task's metrics take."""
         raise NotImplementedError
 
-    def train_sums(self, output: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_sums(self, output: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Per-batch sums whose epoch total over the sample count is a train metric (e.g.
         {"acc": number correct}); what a captured step logs, since torchmetrics' updates
         cannot be captured."""
         raise NotImplementedError
 
-    def check_monitor(self, metric: str) -> None:
-        """Refuses a metric to pick checkpoints by (optimized_metric) that this module does not
-        log each validation epoch, naming those it does; train/ metrics are not judged."""
-        if metric.startswith("train/"):
-            return
-        logged = sorted({*self.metrics["val_metrics"].keys(), "val/loss", f"{self.monitor}_best"})
-        if metric not in logged:
-            raise ConfigError(
-                f"optimized_metric={metric} is not logged by a {self.task} task; "
-                f"valid: {', '.join(logged)} (or a train/ metric)"
-            )
+    def predict(self, x: Tensor) -> Tensor:
+        """The task's prediction for inputs x (a value, a class, or a 0/1 label)."""
+        return self(x)
 
-    # -- shared -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    # -- forward, loss and metrics ------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def shared_step(self, batch: Batch, stage: str) -> Tensor:
         """Loss of one batch; adds to the stage's epoch sums and metrics."""
         x, y = batch
         output = self(x)
@@ -144,64 +113,15 @@ class TaskModule(L.LightningModule):
         else:
             sums = {}
             self.metrics[f"{stage}_metrics"].update(*self.metric_inputs(output.detach(), y))
-        self.accumulate(stage, loss.detach(), len(x), sums)
-        self.samples[stage] += len(x)
+        self.sums.add(stage, loss.detach(), len(x), sums)
+        self.sums.samples[stage] += len(x)
         return loss
 
-    def accumulate(
-        self, stage: str, loss: torch.Tensor, n: int, sums: dict[str, torch.Tensor]
-    ) -> None:
-        """Adds a batch's mean loss × its n samples, and its other sums, into the stage's epoch
-        sums (device tensors, made at first use)."""
-        totals = self.sums[stage]
-        if "loss" not in totals:
-            for name in ("loss", *sums):
-                totals[name] = torch.zeros((), dtype=torch.float32, device=loss.device)
-        totals["loss"].add_(loss, alpha=n)  # one kernel: no separate loss * n
-        for name, value in sums.items():
-            totals[name].add_(value)
-
-    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
-        """Logs and resets the stage's epoch metrics; returns the logged values."""
-        values = {}
-        if stage != "train":
-            metrics = self.metrics[f"{stage}_metrics"]
-            # torchmetrics syncs its states across ranks itself.
-            values = metrics.compute() if self.samples[stage] else {}
-            metrics.reset()
-            self.log_dict(values)
-        n = self.samples[stage]
-        for name, total in self.sums[stage].items():
-            if n:
-                # Every rank sees as many samples (sharding pads), so the mean over ranks of the
-                # per-rank means is the mean over all samples.
-                values[f"{stage}/{name}"] = total / n
-                self.log(f"{stage}/{name}", values[f"{stage}/{name}"], sync_dist=True)
-            total.zero_()
-        self.samples[stage] = 0
-        return values
-
-    def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> Tensor | None:
         if self.steps is None:
             return self.shared_step(batch, "train")  # Lightning does backward and step
         self.steps.run(batch)  # the speed group's manual steps, one per batch of a group
         return None
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # the speed group may ask for manual steps (see StepRunner.for_fit)
-            self.steps = StepRunner.for_fit(self, self.hparams.get("speed") or {})
-            self.automatic_optimization = self.steps is None
-
-    def on_train_start(self) -> None:
-        # The sanity-check validation before training must not count as a best value.
-        self.best.reset()
-        if self.steps is not None:
-            self.steps.start()
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-        if self.steps is not None:
-            self.steps.step_schedulers()  # manual optimization: Lightning leaves it to us
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.shared_step(batch, "val")
@@ -209,13 +129,30 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self.predict(x)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The task's prediction for inputs x (a value, a class, or a 0/1 label)."""
-        return self(x)
+    # -- once per epoch -----------------------------------------------------------------------
+    def _log_epoch(self, stage: str) -> dict[str, Tensor]:
+        """Logs and resets the stage's epoch metrics; returns the logged values."""
+        values = {}
+        if stage != "train":
+            metrics = self.metrics[f"{stage}_metrics"]
+            # torchmetrics syncs its states across ranks itself.
+            values = metrics.compute() if self.sums.samples[stage] else {}
+            metrics.reset()
+            self.log_dict(values)
+        # Every rank sees as many samples (sharding pads), so the mean over ranks of the
+        # per-rank means is the mean over all samples.
+        means = self.sums.means(stage)
+        self.log_dict(means, sync_dist=True)
+        return {**values, **means}
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+        if self.steps is not None:
+            self.steps.step_schedulers()  # manual optimization: Lightning leaves it to us
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
@@ -227,6 +164,7 @@ class TaskModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    # -- optimizers ---------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
         if not hp.optimizer:
@@ -245,6 +183,23 @@ class TaskModule(L.LightningModule):
         if plateau and self.automatic_optimization:
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # -- fitting ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # the speed group may ask for manual steps (see StepRunner.for_fit)
+            self.steps = StepRunner.for_fit(self, self.hparams.get("speed") or {})
+            self.automatic_optimization = self.steps is None
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation before training must not count as a best value.
+        self.best.reset()
+        if self.steps is not None:
+            self.steps.start()
+
+    def check_monitor(self, metric: str) -> None:
+        """Refuses an optimized_metric that this module does not log each validation epoch."""
+        logged = [*self.metrics["val_metrics"].keys(), "val/loss", f"{self.monitor}_best"]
+        check_monitor(metric, self.task, logged)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets eval.py (or anyone) find the class that reloads this checkpoint.
