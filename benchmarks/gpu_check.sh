@@ -56,8 +56,8 @@ log "startup: python train.py --cfg job (3 times)"
 for i in 1 2 3; do { time $PY train.py --cfg job >/dev/null; } 2>&1 | tee -a "$OUT/$LOG"; done
 
 LOG=tests.log
-log "tests/test_speed.py tests/test_loaders.py tests/test_checkpoint.py (on the GPU)"
-timeout 100 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py tests/test_loaders.py tests/test_checkpoint.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
+log "tests/test_speed.py tests/test_loaders.py tests/test_checkpoint.py tests/test_lightning_internals.py (on the GPU)"
+timeout 100 $PY -m pytest -q -x -p no:cacheprovider tests/test_speed.py tests/test_loaders.py tests/test_checkpoint.py tests/test_lightning_internals.py 2>&1 | tail -30 | tee -a "$OUT/$LOG"
 
 [ "${BF16:-1}" = 1 ] || exit 0
 LOG=bench.log

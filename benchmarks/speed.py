@@ -4,7 +4,7 @@
 
 Paths, each timed over the same training steps (after warm-up) and reported in samples/s:
   nnlab        nnlab's training path as `python train.py` runs it (Lightning Trainer, default
-               callbacks and CSV logger), speed=default (8 exact steps per Lightning batch)
+               callbacks and CSV logger), speed=default (16 exact steps per Lightning batch)
   nnlab_max    the same with speed=max (whole-step CUDA graph on a GPU)
   bare         a bare PyTorch loop over the training split held on the device
   dataloader   a bare loop over a torch DataLoader (TensorDataset, shuffle) with host→device copies
@@ -111,7 +111,7 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
     from hydra.utils import instantiate
 
     from nnlab.core.hydra import instantiate_group
-    from nnlab.speed import apply_speed, frozen_heap
+    from nnlab.speed import apply_speed, check_speed, frozen_heap
     from nnlab.tasks import build_module
 
     class Timer(L.Callback):
@@ -129,7 +129,9 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
     with tempfile.TemporaryDirectory() as out:
         cfg = compose(net, batch_size, device, speed, out, extra)
         cfg.trainer.max_steps = clock.total + 1
+        check_speed(cfg.speed)  # as train.py: validated once, then applied
         apply_speed(cfg)
+        data = speed_data(data, cfg)
         data.batch_size = batch_size
         module = build_module(cfg, data.spec)
         callbacks = [*instantiate_group(cfg.callbacks), Timer()]
@@ -139,6 +141,27 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
         )
         with frozen_heap():  # as train.py fits
             trainer.fit(module, datamodule=data)
+
+
+# The nnlab paths' datamodules, by the speed group's options (nnlab.speed.data_options).
+SPEED_DATA: dict[tuple, object] = {}
+
+
+def speed_data(data, cfg):
+    """A datamodule of the same images as `data`, built with the speed group's options as
+    train.py builds it (resident, steps_per_batch); one per set of options, loaded once."""
+    from nnlab.data.synthetic import SyntheticImagesDataModule
+    from nnlab.speed import data_options
+
+    options = data_options(cfg)
+    key = tuple(sorted(options.items()))
+    if key not in SPEED_DATA:
+        built = SyntheticImagesDataModule(
+            n_train=data.n_train, n_test=data.n_test, seed=data.seed, **options
+        )
+        built.setup("fit")
+        SPEED_DATA[key] = built
+    return SPEED_DATA[key]
 
 
 def bare_net(net: str, data, device: torch.device) -> torch.nn.Module:
