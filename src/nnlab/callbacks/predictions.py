@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,22 @@ from nnlab.callbacks import output
 from nnlab.core import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+# The columns of misclassified.csv and of the W&B table of mistakes.
+MISTAKE_COLUMNS = ("index", "true", "predicted", "confidence")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The model's outputs over the validation split, and the weights they come from."""
+
+    x: torch.Tensor  # the inputs
+    y: torch.Tensor  # the targets (regression: in the target's own units)
+    out: torch.Tensor  # the raw outputs (regression: in the target's own units)
+    final: bool  # when fitting ends: plots and loggers too, not only the CSV snapshots
+    epoch: int  # the epoch the weights are from
+    which: str  # the weights, in words ("best checkpoint (epoch 3)"), for titles
 
 
 @torch.no_grad()
@@ -160,86 +177,66 @@ class PredictionDiagnostics(Callback):
             scale = spec.target_scale
             if scale is not None:  # back to the target's own units (dollars, not z-scores)
                 y, out = scale.to_original(y.double()), scale.to_original(out.double())
-            self._regression(trainer, y, out, final, epoch, which)
+            self._regression(trainer, Predictions(x, y, out, final, epoch, which))
         else:
-            self._classification(trainer, spec, x, y, out, final, epoch, which)
+            self._classification(trainer, spec, Predictions(x, y, out, final, epoch, which))
 
-    def _classification(
-        self,
-        trainer: Trainer,
-        spec: Any,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        out: torch.Tensor,
-        final: bool,
-        epoch: int,
-        which: str,
-    ) -> None:
+    def _classification(self, trainer: Trainer, spec: Any, p: Predictions) -> None:
         names = list(spec.class_names) or ["0", "1"]
-        predicted, confidence = classify(out, spec.task)
-        matrix = confusion_matrix(y, predicted, len(names))
-        folder, step = output.output_dir(trainer), trainer.global_step
-        fields = ["epoch", "true", *names]
+        predicted, confidence = classify(p.out, spec.task)
+        matrix = confusion_matrix(p.y, predicted, len(names))
+        folder = output.output_dir(trainer)
         output.write_csv(
             folder / "confusion_matrix.csv",
-            fields,
+            ["epoch", "true", *names],
             [
-                {"epoch": epoch, "true": t, **dict(zip(names, map(int, row), strict=True))}
+                {"epoch": p.epoch, "true": t, **dict(zip(names, map(int, row), strict=True))}
                 for t, row in zip(names, matrix, strict=True)
             ],
         )
-        wrong = (predicted != y).nonzero().flatten()
+        wrong = (predicted != p.y).nonzero().flatten()
         wrong = wrong[confidence[wrong].argsort(descending=True)][: self.max_misclassified]
         rows = [
-            {"index": int(i), "true": names[int(y[i])], "predicted": names[int(predicted[i])]}
+            {"index": int(i), "true": names[int(p.y[i])], "predicted": names[int(predicted[i])]}
             | {"confidence": round(float(confidence[i]), 4)}
             for i in wrong
         ]
         if self.max_misclassified:
-            output.write_csv(
-                folder / "misclassified.csv", ["index", "true", "predicted", "confidence"], rows
-            )
-        if not final:
+            output.write_csv(folder / "misclassified.csv", MISTAKE_COLUMNS, rows)
+        if not p.final:
             return
         accuracy = float(np.trace(matrix) / max(matrix.sum(), 1))
         images = {}
         if self.plots:
-            title = f"Confusion matrix on validation, {which}: accuracy {accuracy:.3f}"
+            title = f"Confusion matrix on validation, {p.which}: accuracy {accuracy:.3f}"
             fig = output.confusion_plot(matrix, names, title)
             images["confusion_matrix"] = output.save_figure(fig, folder / "confusion_matrix.png")
-        pictures = as_images(x[wrong]) if len(wrong) else None
+        pictures = as_images(p.x[wrong]) if len(wrong) else None
         if self.plots and pictures is not None:
             captions = [f"{r['true']}→{r['predicted']} ({r['confidence']:.2f})" for r in rows]
             fig = output.image_grid(pictures, captions, "Most confident mistakes (true→predicted)")
             images["misclassified"] = output.save_figure(fig, folder / "misclassified.png")
+        step = trainer.global_step
         output.log_images(trainer, {f"diagnostics/{k}": v for k, v in images.items()}, step)
         for logger in output.wandb_loggers(trainer):
             import wandb
 
             # W&B's own confusion-matrix panel (interactive), and the mistakes as a table.
             plot = wandb.plot.confusion_matrix(
-                y_true=y.tolist(), preds=predicted.tolist(), class_names=names
+                y_true=p.y.tolist(), preds=predicted.tolist(), class_names=names
             )
             logger.log_metrics({"diagnostics/confusion": plot}, step=step)
             if rows:
-                columns = ["index", "true", "predicted", "confidence"]
+                columns = list(MISTAKE_COLUMNS)
                 data = [[r[c] for c in columns] for r in rows]
                 if pictures is not None:
                     columns.append("image")
-                    data = [[*d, wandb.Image(p)] for d, p in zip(data, pictures, strict=True)]
+                    data = [[*d, wandb.Image(i)] for d, i in zip(data, pictures, strict=True)]
                 logger.log_table("diagnostics/misclassified", columns, data, step=step)
 
-    def _regression(
-        self,
-        trainer: Trainer,
-        y: torch.Tensor,
-        out: torch.Tensor,
-        final: bool,
-        epoch: int,
-        which: str,
-    ) -> None:
-        actual = y.reshape(len(y), -1).numpy()
-        predicted = out.reshape(len(out), -1).numpy()
+    def _regression(self, trainer: Trainer, p: Predictions) -> None:
+        actual = p.y.reshape(len(p.y), -1).numpy()
+        predicted = p.out.reshape(len(p.out), -1).numpy()
         folder, step = output.output_dir(trainer), trainer.global_step
         k = actual.shape[1]
         fields = ["epoch", "index", "target", "actual", "predicted", "residual"]
@@ -247,14 +244,14 @@ class PredictionDiagnostics(Callback):
             folder / "predictions.csv",
             fields,
             [
-                {"epoch": epoch, "index": i, "target": j, "actual": float(actual[i, j])}
+                {"epoch": p.epoch, "index": i, "target": j, "actual": float(actual[i, j])}
                 | {"predicted": float(predicted[i, j])}
                 | {"residual": float(predicted[i, j] - actual[i, j])}
                 for i in range(len(actual))
                 for j in range(k)
             ],
         )
-        if not final:
+        if not p.final:
             return
         residuals = (predicted.astype(np.float64) - actual).ravel()
         if not np.isfinite(residuals).all():
@@ -266,10 +263,10 @@ class PredictionDiagnostics(Callback):
             fig = output.scatter_plot(
                 actual.ravel(),
                 predicted.ravel(),
-                f"Predicted vs actual on validation\n{which}: RMSE {rmse:.3g}",
+                f"Predicted vs actual on validation\n{p.which}: RMSE {rmse:.3g}",
             )
             images["pred_vs_actual"] = output.save_figure(fig, folder / "pred_vs_actual.png")
-            fig = output.residual_plot(residuals, f"Residuals on validation\n{which}")
+            fig = output.residual_plot(residuals, f"Residuals on validation\n{p.which}")
             images["residuals"] = output.save_figure(fig, folder / "residuals.png")
         output.log_images(trainer, {f"diagnostics/{k}": v for k, v in images.items()}, step)
         for logger in output.wandb_loggers(trainer):
