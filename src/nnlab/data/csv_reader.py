@@ -81,6 +81,7 @@ def _fallback(path: Path, error: UnicodeDecodeError) -> str:
 
 
 def _parse(path: Path, sep: str, encoding: str, text: Collection[str]) -> pd.DataFrame:
+    """read_csv's table, read with this separator and encoding."""
     options: dict[str, Any] = {
         "sep": sep,
         "encoding": encoding,
@@ -95,12 +96,12 @@ def _parse(path: Path, sep: str, encoding: str, text: Collection[str]) -> pd.Dat
     }
     names = [str(c).strip() for c in pd.read_csv(path, nrows=0, **options).columns]
     # By position: pandas' names are not yet stripped.
-    as_text = {i: str for i, name in enumerate(names) if name in text}
+    dtypes = {i: str for i, name in enumerate(names) if name in text}
     try:
         with warnings.catch_warnings():
             # A first row longer than the header: pandas drops the extra fields with a warning.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, dtype=as_text, **options)
+            frame = pd.read_csv(path, dtype=dtypes, **options)
     except (pd.errors.ParserError, pd.errors.ParserWarning) as e:
         check_row_lengths(path, sep, encoding, len(names))
         raise ConfigError(f"{path}: {e}") from None
