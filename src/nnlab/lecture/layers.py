@@ -20,7 +20,8 @@ TOLERANCE = 1e-5  # float32 products of a few layers agree to about 1e-6
 def show_matrix(ax: Axes, m: torch.Tensor, title: str) -> None:
     """A matrix as a heat map with its entries written in, titled with its shape."""
     m = m.detach().reshape(-1, m.shape[-1]) if m.dim() > 1 else m.detach()[None]
-    ax.imshow(m, cmap="coolwarm", vmin=-m.abs().max(), vmax=m.abs().max())
+    bound = m.abs().max().item()
+    ax.imshow(m.numpy(), cmap="coolwarm", vmin=-bound, vmax=bound)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m[i, j].item():.1f}", ha="center", va="center", fontsize=7)
@@ -29,7 +30,18 @@ def show_matrix(ax: Axes, m: torch.Tensor, title: str) -> None:
     ax.set_yticks([])
 
 
-def affine_batch(run: Run) -> dict[str, float]:
+Rows = list[dict[str, str]]
+
+
+def shape_rows(batch: str, tensors: dict[str, torch.Tensor]) -> Rows:
+    """One table row per tensor: its batch, its name and its shape written as 8×64."""
+    return [
+        {"batch": batch, "tensor": name, "shape": "×".join(map(str, t.shape))}
+        for name, t in tensors.items()
+    ]
+
+
+def affine_batch(run: Run) -> tuple[dict[str, float], Rows]:
     """Y = X Wᵀ + b for a batch of 5 inputs of 4 features through an MLP without hidden layers
     (the linear model of model=linear), against the formula."""
     torch.manual_seed(run.seed)
@@ -47,10 +59,11 @@ def affine_batch(run: Run) -> dict[str, float]:
         show_matrix(ax, m, title)
     fig.suptitle("A batch through one layer: each row of X is one sample, each row of Y its output")
     run.save("affine_batch")
-    return {"batch_max_abs_diff": (y - formula).abs().max().item()}
+    shapes = shape_rows("random", {"X": x, "W": layer.weight, "b": layer.bias, "Y": y})
+    return {"batch_max_abs_diff": (y - formula).abs().max().item()}, shapes
 
 
-def image_batch(run: Run) -> tuple[dict[str, float], list[dict[str, object]]]:
+def image_batch(run: Run) -> tuple[dict[str, float], Rows]:
     """A batch of digits (N, 1, 8, 8) through the linear model that data=digits model=linear
     builds: its Flatten makes each image a row of 64 pixels, then Y = X Wᵀ + b."""
     cfg = compose_config(f"seed={run.seed}", "data=digits", "model=linear")
@@ -61,35 +74,26 @@ def image_batch(run: Run) -> tuple[dict[str, float], list[dict[str, object]]]:
     y = model.net(x)
     diff = (y - (flat @ layer.weight.T + layer.bias)).abs().max().item()
     _, axes = run.figure("flatten", ncols=2, size=(4.5, 3.6))
-    axes[0].imshow(x[0, 0], cmap="gray_r")
+    axes[0].imshow(x[0, 0].numpy(), cmap="gray_r")
     axes[0].set_title(f"one image of the batch {tuple(x.shape)}", fontsize=9)
-    axes[1].imshow(flat, cmap="gray_r", aspect="auto", interpolation="nearest")
+    axes[1].imshow(flat.numpy(), cmap="gray_r", aspect="auto", interpolation="nearest")
     axes[1].set_title(f"the batch flattened: X {tuple(flat.shape)}", fontsize=9)
     axes[1].set(xlabel="pixel (row by row)", ylabel="sample")
     run.save("flatten")
-    shapes = [
-        {"tensor": "image batch", "shape": tuple(x.shape)},
-        {"tensor": "X = flattened batch", "shape": tuple(flat.shape)},
-        {"tensor": "W", "shape": tuple(layer.weight.shape)},
-        {"tensor": "b", "shape": tuple(layer.bias.shape)},
-        {"tensor": "Y", "shape": tuple(y.shape)},
-    ]
+    shapes = shape_rows(
+        "digits",
+        {"images": x, "X (flattened)": flat, "W": layer.weight, "b": layer.bias, "Y": y},
+    )
     return {"image_max_abs_diff": diff, "in_features": layer.in_features}, shapes
 
 
 def feedforward(run: Run) -> Claim:
     """Claim 2: a layer maps a batch X (N, d) to Y = X Wᵀ + b (N, k); images are flattened."""
     with torch.no_grad():
-        numbers = affine_batch(run)
-        image, shapes = image_batch(run)
+        numbers, shapes = affine_batch(run)
+        image, image_shapes = image_batch(run)
     numbers |= image
-    shapes = [
-        {"tensor": t, "shape": s}
-        for t, s in (("X", (5, 4)), ("W", (3, 4)), ("b", (3,)), ("Y", (5, 3)))
-    ] + shapes
-    run.table(
-        "shapes", ({"tensor": r["tensor"], "shape": "×".join(map(str, r["shape"]))} for r in shapes)
-    )
+    run.table("shapes", shapes + image_shapes)
     held = max(numbers["batch_max_abs_diff"], numbers["image_max_abs_diff"]) <= TOLERANCE
     statement = (
         f"nnlab's layer equals X Wᵀ + b on a (5, 4) batch (max |diff| "
