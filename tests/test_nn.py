@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnlab.core import ConfigError
 from nnlab.nn.activations import Abs, Maxout, create_activation
-from nnlab.nn.init import gain, init_linear
+from nnlab.nn.init import INITIALIZERS, gain, init_linear
 from nnlab.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, create_loss
 from nnlab.nn.networks import MLP, Perceptron
 
@@ -30,7 +31,13 @@ RELU = {"name": "relu"}
 VARIANCES = [
     ({"name": "xavier_normal"}, None, 2 / (FAN_IN + FAN_OUT)),
     ({"name": "xavier_uniform"}, None, 2 / (FAN_IN + FAN_OUT)),
-    ({"name": "xavier_normal"}, RELU, 2 * 2 / (FAN_IN + FAN_OUT)),
+    # The course's Xavier has no activation gain: the same variance before ReLU as before tanh.
+    ({"name": "xavier_normal"}, RELU, 2 / (FAN_IN + FAN_OUT)),
+    ({"name": "xavier_uniform"}, {"name": "tanh"}, 2 / (FAN_IN + FAN_OUT)),
+    # init.gain: auto takes the activation's gain (today's Kaiming), a number is used as is.
+    ({"name": "xavier_normal", "gain": "auto"}, RELU, 2 * 2 / (FAN_IN + FAN_OUT)),
+    ({"name": "xavier_uniform", "gain": 3.0}, RELU, 9 * 2 / (FAN_IN + FAN_OUT)),
+    ({"name": "kaiming_normal", "gain": 1.0}, RELU, 1 / FAN_IN),
     ({"name": "kaiming_normal", "mode": "fan_in"}, RELU, 2 / FAN_IN),
     ({"name": "kaiming_uniform", "mode": "fan_in"}, RELU, 2 / FAN_IN),
     ({"name": "kaiming_normal", "mode": "fan_out"}, RELU, 2 / FAN_OUT),
@@ -46,6 +53,13 @@ VARIANCES = [
 def test_initializer_variance_matches_formula(init, activation, expected):
     var, _ = weight_var(init, activation)
     assert var == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("gain", [0, -1.0, "relu"])
+def test_init_gain_must_be_positive_or_auto(gain):
+    with pytest.raises(ConfigError, match=r"init\.gain must be"):
+        INITIALIZERS.check({"name": "xavier_normal", "gain": gain})
+        weight_var({"name": "xavier_normal", "gain": gain}, RELU)
 
 
 def test_default_init_is_pytorchs_uniform_bound():

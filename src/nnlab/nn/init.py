@@ -1,14 +1,20 @@
 """The initializer registry: an initializer's name (the file name in configs/init/) maps to a
-function that fills a layer's weights, scaled by the gain of the activation that follows the
-layer (nnlab.nn.activations.gain, re-exported here) so that activation variance stays flat over
-depth. Every initializer also takes `bias`, the biases' starting value.
+function that fills a layer's weights. Every initializer also takes `bias`, the biases'
+starting value.
+
+Gains follow the course. Xavier/Glorot is the plain formula, Var = 2 / (fan_in + fan_out)
+(Glorot & Bengio 2010, PyTorch's default): derived for activations that are linear around 0
+(tanh), it lets ReLU activations shrink over depth. Kaiming/He is Var = gain² / fan with the
+gain of the activation that follows the layer (nnlab.nn.activations.gain, re-exported here):
+gain² = 2 for ReLU, which keeps activation variance flat over depth. Both take `gain`: a
+number, or `auto` for the activation's gain (Xavier's default is 1, Kaiming's `auto`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -26,30 +32,42 @@ def _fans(weight: torch.Tensor) -> tuple[int, int]:
     return fan_in, fan_out
 
 
-def _zeros(w: torch.Tensor, gain: float) -> None:
+def _zeros(w: torch.Tensor) -> None:
     nn.init.zeros_(w)
 
 
-def _constant(w: torch.Tensor, gain: float, value: float = 0.01) -> None:
+def _constant(w: torch.Tensor, value: float = 0.01) -> None:
     nn.init.constant_(w, value)
 
 
-def _normal(w: torch.Tensor, gain: float, std: float = 0.01) -> None:
+def _normal(w: torch.Tensor, std: float = 0.01) -> None:
     if std < 0:
         raise ConfigError(f"init.std must be >= 0, got {std}")
     nn.init.normal_(w, 0.0, std)
 
 
-def _lecun_normal(w: torch.Tensor, gain: float) -> None:
+def _lecun_normal(w: torch.Tensor) -> None:
     nn.init.normal_(w, 0.0, 1.0 / math.sqrt(_fans(w)[0]))
 
 
-def _xavier_normal(w: torch.Tensor, gain: float) -> None:
-    nn.init.xavier_normal_(w, gain=gain)
+# An init config's `gain`: a number, or "auto" for the gain of the layer's activation.
+Gain = float | Literal["auto"]
 
 
-def _xavier_uniform(w: torch.Tensor, gain: float) -> None:
-    nn.init.xavier_uniform_(w, gain=gain)
+def _scale(gain: Gain, activation_gain: float) -> float:
+    if gain == "auto":
+        return activation_gain
+    if not gain > 0:
+        raise ConfigError(f"init.gain must be > 0 or auto, got {gain}")
+    return float(gain)
+
+
+def _xavier_normal(w: torch.Tensor, activation_gain: float, gain: Gain = 1.0) -> None:
+    nn.init.xavier_normal_(w, gain=_scale(gain, activation_gain))
+
+
+def _xavier_uniform(w: torch.Tensor, activation_gain: float, gain: Gain = 1.0) -> None:
+    nn.init.xavier_uniform_(w, gain=_scale(gain, activation_gain))
 
 
 def _fan(w: torch.Tensor, mode: str) -> int:
@@ -59,12 +77,16 @@ def _fan(w: torch.Tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
-def _kaiming_normal(w: torch.Tensor, gain: float, mode: str = "fan_in") -> None:
-    nn.init.normal_(w, 0.0, gain / math.sqrt(_fan(w, mode)))
+def _kaiming_normal(
+    w: torch.Tensor, activation_gain: float, mode: str = "fan_in", gain: Gain = "auto"
+) -> None:
+    nn.init.normal_(w, 0.0, _scale(gain, activation_gain) / math.sqrt(_fan(w, mode)))
 
 
-def _kaiming_uniform(w: torch.Tensor, gain: float, mode: str = "fan_in") -> None:
-    bound = gain * math.sqrt(3.0 / _fan(w, mode))
+def _kaiming_uniform(
+    w: torch.Tensor, activation_gain: float, mode: str = "fan_in", gain: Gain = "auto"
+) -> None:
+    bound = _scale(gain, activation_gain) * math.sqrt(3.0 / _fan(w, mode))
     nn.init.uniform_(w, -bound, bound)
 
 
@@ -74,10 +96,11 @@ def _default(layer: nn.Linear) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Initializer(Entry):
-    """An initializer: its factory fills a layer's weight matrix `w`, scaled by `gain`, or
-    with passed_in=("layer",) the whole `layer`."""
+    """An initializer: its factory fills a layer's weight matrix `w` (told the gain of the
+    activation after the layer, for those that scale by it), or with passed_in=("layer",) the
+    whole `layer`."""
 
-    passed_in: tuple[str, ...] = ("w", "gain")
+    passed_in: tuple[str, ...] = ("w",)
     # The biases' value when the config sets none; None keeps what the factory gave them.
     bias: float | None = 0.0
 
@@ -91,10 +114,15 @@ INITIALIZERS: Registry[Initializer] = Registry(
         Initializer(name="constant", factory=_constant),
         Initializer(name="normal", factory=_normal),
         Initializer(name="lecun_normal", factory=_lecun_normal),
-        Initializer(name="xavier_normal", factory=_xavier_normal),
-        Initializer(name="xavier_uniform", factory=_xavier_uniform),
-        Initializer(name="kaiming_normal", factory=_kaiming_normal),
-        Initializer(name="kaiming_uniform", factory=_kaiming_uniform),
+        *(
+            Initializer(name=name, factory=factory, passed_in=("w", "activation_gain"))
+            for name, factory in [
+                ("xavier_normal", _xavier_normal),
+                ("xavier_uniform", _xavier_uniform),
+                ("kaiming_normal", _kaiming_normal),
+                ("kaiming_uniform", _kaiming_uniform),
+            ]
+        ),
     ],
     default="default",
     shared=("bias",),
@@ -102,12 +130,13 @@ INITIALIZERS: Registry[Initializer] = Registry(
 
 
 def init_linear(layer: nn.Linear, init: str | dict[str, Any] | None, gain: float = 1.0) -> None:
-    """Initialise `layer` in place from an init config (a name, or {name, bias, **options})."""
+    """Initialise `layer` in place from an init config (a name, or {name, bias, **options});
+    `gain` is the gain of the activation after the layer (1 for a linear output)."""
     entry, options = INITIALIZERS.parse(init)
     bias = options.pop("bias", entry.bias)
     if bias is not None and not fits(bias, float):
         raise ConfigError(f"init.bias must be a number, got {bias!r}")
     with torch.no_grad():
-        entry.build(options, layer=layer, w=layer.weight, gain=gain)
+        entry.build(options, layer=layer, w=layer.weight, activation_gain=gain)
         if bias is not None and layer.bias is not None:
             layer.bias.fill_(bias)
