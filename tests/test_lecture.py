@@ -127,11 +127,11 @@ def test_init_variance_kaiming_flat_normal_explodes_constant_identical(claim):
     n = result.numbers
     assert n["depth"] >= 20
     ratio = n["std_ratio"]
-    assert 0.5 <= ratio["Kaiming, ReLU"] <= 2.0
-    assert 0.1 <= ratio["Xavier, tanh"] <= 1.2  # flat-ish, slowly decaying
-    assert ratio["N(0, 1), ReLU"] > 1e3  # explodes
-    assert n["saturated_last_layer"]["N(0, 1), tanh"] > 0.5  # saturates
-    assert ratio["N(0, 1/d), ReLU"] < 0.1  # ReLU halves the variance per layer
+    assert 0.5 <= ratio["Kaiming + ReLU"] <= 2.0
+    assert 0.1 <= ratio["Xavier + tanh"] <= 1.2  # flat-ish, slowly decaying
+    assert ratio["N(0, 1) + ReLU"] > 1e3  # explodes
+    assert n["saturated_last_layer"]["N(0, 1) + tanh"] > 0.5  # saturates
+    assert ratio["N(0, 1/d) + ReLU"] < 0.1  # ReLU halves the variance per layer
     assert n["constant_unit_spread"] == 0.0  # every unit of a layer computes the same
     assert n["trained_row_spread"]["constant"] < 1e-5 < n["trained_row_spread"]["kaiming_normal"]
     accuracy = n["test_accuracy"]
@@ -143,7 +143,7 @@ def test_init_variance_kaiming_flat_normal_explodes_constant_identical(claim):
 def test_init_variance_xavier_relu_shrinks(claim):
     """The course's Xavier has no activation gain: with ReLU the std shrinks over depth."""
     result = claim("init_variance")
-    assert result.numbers["std_ratio"]["Xavier, ReLU"] < 0.1
+    assert result.numbers["std_ratio"]["Xavier + ReLU"] < 0.1
     assert result.held
 
 
@@ -223,7 +223,9 @@ def test_gd_regimes_epochs_updates_time(claim):
     late = result.numbers["late_loss"]
     assert late["per-sample SGD"] > late["mini-batch SGD (32)"]  # one sample: a noisy floor
     seconds = result.numbers["seconds_to_target"]
-    assert seconds["mini-batch SGD (32)"] < min(seconds["per-sample SGD"], seconds["full-batch GD"])
+    assert seconds["mini-batch SGD (32)"] < seconds["per-sample SGD"]
+    updates = result.numbers["updates_to_target"]
+    assert updates["mini-batch SGD (32)"] in set(frame.updates)
     assert (frame.groupby("regime").seconds.diff().dropna() > 0).all()
     assert result.held
     wrote(result)

@@ -52,6 +52,17 @@ def activation_layer(cfg: dict[str, Any], seed: int) -> nn.Module:
         return next(m for m in net if isinstance(m, Maxout))
 
 
+def he_gain(layer: nn.Module, z: torch.Tensor) -> float:
+    """1/√E[f(z)²] over samples z ~ N(0, 1) (He's definition); for maxout, f is the max of its
+    k pieces, each an N(0, 1) pre-activation."""
+    with torch.no_grad():
+        if isinstance(layer, Maxout):
+            out = z[: len(z) // layer.k * layer.k].view(-1, layer.k).amax(1)
+        else:
+            out = layer(z[:, None])
+    return 1 / math.sqrt(out.square().mean().item())
+
+
 def curve(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(f(x), f'(x)) on a 1-D grid, the derivative by autograd."""
     x = x.clone().requires_grad_()
@@ -96,15 +107,13 @@ def study(run: Run) -> Claim:
     rows = []
     for ax, (name, cfg) in zip(axes, configs.items(), strict=False):
         layer = activation_layer(cfg, run.seed)
-        with torch.no_grad():
-            second_moment = layer(z[:, None]).square().mean().item()
         y, dy = curve(layer, x)
         left, right = saturation(x, dy)
         rows.append(
             {
                 "activation": name,
                 "gain": gain(cfg),
-                "gain_he": 1 / math.sqrt(second_moment),
+                "gain_he": he_gain(layer, z),
                 "saturates_left": left,
                 "saturates_right": right,
                 "slope_at_minus_x": dy[0].item(),
@@ -119,7 +128,7 @@ def study(run: Run) -> Claim:
     run.save("activations")
     frame = run.table("activations", rows).set_index("activation")
 
-    found = {n: (frame.saturates_left[n], frame.saturates_right[n]) for n in EXPECTED}
+    found = {n: (bool(frame.saturates_left[n]), bool(frame.saturates_right[n])) for n in EXPECTED}
     gains = {n: float(frame.gain[n]) for n in frame.index}
     gain_ok = all(abs(gains[n] - v) < 1e-6 for n, v in KNOWN_GAINS.items())
     held = found == EXPECTED and gain_ok and len(frame) == len(configs)

@@ -15,13 +15,13 @@ from nnlab.nn.networks import MLP
 # label → (init config, activation), requested through nnlab's init configs. With square layers
 # (fan_in = fan_out = d) the course's Xavier variance 2/(fan_in + fan_out) is 1/d.
 SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
-    "constant 0.01, tanh": ({"name": "constant", "value": 0.01}, "tanh"),
-    "N(0, 1), tanh": ({"name": "normal", "std": 1.0}, "tanh"),
-    "N(0, 1), ReLU": ({"name": "normal", "std": 1.0}, "relu"),
-    "N(0, 1/d), ReLU": ({"name": "lecun_normal"}, "relu"),
-    "Xavier, tanh": ({"name": "xavier_normal"}, "tanh"),
-    "Xavier, ReLU": ({"name": "xavier_normal"}, "relu"),
-    "Kaiming, ReLU": ({"name": "kaiming_normal"}, "relu"),
+    "constant 0.01 + tanh": ({"name": "constant", "value": 0.01}, "tanh"),
+    "N(0, 1) + tanh": ({"name": "normal", "std": 1.0}, "tanh"),
+    "N(0, 1) + ReLU": ({"name": "normal", "std": 1.0}, "relu"),
+    "N(0, 1/d) + ReLU": ({"name": "lecun_normal"}, "relu"),
+    "Xavier + tanh": ({"name": "xavier_normal"}, "tanh"),
+    "Xavier + ReLU": ({"name": "xavier_normal"}, "relu"),
+    "Kaiming + ReLU": ({"name": "kaiming_normal"}, "relu"),
 }
 SATURATED = 0.99  # a tanh unit with |a| above this passes on almost no gradient
 
@@ -151,17 +151,17 @@ def study(run: Run, width: int = 256, depth: int | None = None, nets: int = 8) -
     spread = {k: r["row_spread"] / r["weight_scale"] for k, r in trained.items()}
     accuracy = {k: r["test_accuracy"] for k, r in trained.items()}
     held = (
-        0.5 <= ratio["Kaiming, ReLU"] <= 2.0
-        and ratio["Xavier, ReLU"] < 0.1
-        and 0.1 <= ratio["Xavier, tanh"] <= 1.2
-        and (ratio["N(0, 1), ReLU"] > 1e3 or saturated["N(0, 1), tanh"] > 0.9)
+        0.5 <= ratio["Kaiming + ReLU"] <= 2.0
+        and ratio["Xavier + ReLU"] < 0.1
+        and 0.1 <= ratio["Xavier + tanh"] <= 1.2
+        and (ratio["N(0, 1) + ReLU"] > 1e3 or saturated["N(0, 1) + tanh"] > 0.9)
         and identical == 0.0
         and spread["constant"] < 1e-5 < spread["kaiming_normal"]
     )
     statement = (
         f"std ratio last/first of {depth} layers × {width}: "
-        + ", ".join(f"{s} {r:.2g}" for s, r in ratio.items())
-        + f"; N(0, 1) tanh units saturated: {saturated['N(0, 1), tanh']:.0%}; constant init: "
+        + ", ".join(f"{s} ×{r:.2g}" for s, r in ratio.items())
+        + f"; N(0, 1) tanh units saturated: {saturated['N(0, 1) + tanh']:.0%}; constant init: "
         f"units identical at init (spread {identical:.1g}) and after training (relative row "
         f"spread {spread['constant']:.1g}, Kaiming {spread['kaiming_normal']:.2g}; test accuracy "
         f"{accuracy['constant']:.2f} vs {accuracy['kaiming_normal']:.2f})"
