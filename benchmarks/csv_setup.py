@@ -88,13 +88,13 @@ def measure(csv: Path) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--csv", type=Path, default=None, help="default: /tmp/mnist_<rows>.csv")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     csv = args.csv or Path(f"/tmp/mnist_{args.rows}.csv")
     if args.child:
         print(json.dumps(measure(csv)))

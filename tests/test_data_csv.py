@@ -3,6 +3,8 @@ columns, missing cells, the Windows-1252 fallback, and rows of the wrong length 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +98,22 @@ def test_quoted_separators_and_blank_lines(tmp_path: Path) -> None:
     table = read_csv(write(tmp_path, text))
     assert table["name"].tolist() == ["Smith, J.", "line\nbreak"]
     assert table["x"].tolist()[0] == 1 and np.isnan(table["x"][1])
+
+
+@pytest.mark.slow
+def test_the_setup_benchmark_measures_a_small_table(tmp_path: Path, capsys) -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "csv_setup.py"
+    spec = importlib.util.spec_from_file_location("csv_setup_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    csv = tmp_path / "mnist.csv"
+    bench.main(["--rows", "300", "--repeats", "1", "--csv", str(csv)])
+    table = read_csv(csv)
+    assert table.shape == (300, 785) and table.columns[0] == "label"
+    assert table["label"].between(0, 9).all() and table.iloc[:, 1:].max().max() <= 255
+    lines = capsys.readouterr().out.splitlines()
+    run = json.loads(next(line for line in lines if line.startswith("{")))
+    assert run["module"] == "nnlab.data.tables.CSVClassificationDataModule"
+    assert run["features"] == 784 and run["train_rows"] == 204  # 300 − 60 test − 36 val
+    assert run["seconds"] > 0 and run["peak_rss_mb"] >= run["rss_imports_mb"]
+    assert "setup" in lines[-1] and "peak RSS" in lines[-1]
