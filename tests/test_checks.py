@@ -148,7 +148,10 @@ WARNINGS = [
         "model=perceptron does not use loss=bce_with_logits, optimizer=sgd, scheduler=step: "
         "ignored",
     ),
-    (("experiment=xor_perceptron",), None),  # it picks init=zeros, which the perceptron uses
+    (("experiment=xor_perceptron",), None),
+    # The perceptron starts where its own config says (model.init), not at the init group's.
+    (("data=xor", "model=perceptron", "init=normal"), "does not use init=normal: ignored"),
+    (("data=xor", "model=perceptron", "model.init=normal"), None),
     # The experiment picks activation=tanh; the command line takes its hidden layer away.
     (("experiment=xor_mlp", "model.hidden_sizes=[]"), "does not use activation=tanh: ignored"),
 ]

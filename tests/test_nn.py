@@ -204,14 +204,19 @@ def test_regression_losses():
 
 
 def test_perceptron_rule_matches_the_lecture():
-    p = Perceptron(2, init={"name": "zeros"})
-    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
-    y = torch.tensor([1, 0])
+    p = Perceptron(2)  # the course's start: w = 0, b = 0
+    assert torch.all(p.linear.weight == 0) and torch.all(p.linear.bias == 0)
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [-1.0, 0.0]])
+    y = torch.tensor([0, 0, 1])
     dw, db, mistakes = p.rule_update(x, y)
-    # sample 1: ŷ = 0 (score 0), y − ŷ = 1 → w = (1, 2), b = 1
-    # sample 2: score 3 − 2 + 1 = 2 > 0 → ŷ = 1, y − ŷ = −1 → w = (−2, 3), b = 0
-    assert torch.equal(dw, torch.tensor([[-2.0, 3.0]])) and torch.equal(db, torch.tensor([0.0]))
-    assert mistakes.item() == 2
+    # sample 1: score 0 ≥ 0 → ŷ = 1, y − ŷ = −1 → w = (−1, −2), b = −1
+    # sample 2: score −3 + 2 − 1 = −2 → ŷ = 0 = y: no change
+    # sample 3: score 1 + 0 − 1 = 0 ≥ 0 → ŷ = 1 = y: no change
+    assert torch.equal(dw, torch.tensor([[-1.0, -2.0]])) and torch.equal(db, torch.tensor([-1.0]))
+    assert mistakes.item() == 1
+    # The step output is the rule's: class 1 on the boundary itself.
+    assert torch.equal(Perceptron.step(torch.tensor([-0.5, 0.0, 2.0])), torch.tensor([0, 1, 1]))
+    assert torch.equal(p.predict(x), torch.ones(3, dtype=torch.long))  # every score is 0
 
 
 @pytest.mark.parametrize("sizes", [[0], [4, -1], [2.5], [True]])
@@ -243,4 +248,5 @@ def test_maxout_is_no_elementwise_activation():
 def test_a_linear_model_ignores_its_activation_and_the_perceptron_its_training_groups():
     assert MLP.ignored_groups({"hidden_sizes": []}) == ("activation",)
     assert MLP.ignored_groups({"hidden_sizes": [8]}) == ()
-    assert set(Perceptron.ignored_groups({})) == {"activation", "loss", "optimizer", "scheduler"}
+    ignored = {"activation", "init", "loss", "optimizer", "scheduler"}
+    assert set(Perceptron.ignored_groups({})) == ignored

@@ -238,21 +238,23 @@ def warn_ignored_groups(cfg: DictConfig) -> None:
     optimizer for model=perceptron). Groups left at their default option are not named, so
     the default activation does not warn on every linear run."""
     target = cfg.model.get("_target_")
-    ignored_groups = getattr(get_class(target), "ignored_groups", None) if target else None
+    network = get_class(target) if target else None
+    ignored_groups = getattr(network, "ignored_groups", None)
     if ignored_groups is None:
         return
-    picked = picked_groups()
+    picked = picked_groups(own=getattr(network, "own_options", ()))
     ignored = [picked[group] for group in ignored_groups(plain(cfg.model)) if group in picked]
     if ignored:
         model = picked_option("model", target)
         log.warning("model=%s does not use %s: ignored", model, ", ".join(ignored))
 
 
-def picked_groups() -> dict[str, str]:
+def picked_groups(own: tuple[str, ...] = ()) -> dict[str, str]:
     """The config groups the user picked, each with how: the command-line overrides that name
     it (`activation=tanh`, `model.activation=tanh`, `+optimizer.lr=0.1`: a model key
-    interpolates the group of its name), or `group=option` where an experiment changed the
-    group's default option. Empty outside Hydra."""
+    interpolates the group of its name, except the keys in `own`, which the model's config
+    sets itself), or `group=option` where an experiment changed the group's default option.
+    Empty outside Hydra."""
     if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()
@@ -260,6 +262,8 @@ def picked_groups() -> dict[str, str]:
     for override in hydra_cfg.overrides.task:
         parts = override.split("=", 1)[0].lstrip("+~").split(".")
         group = parts[1] if parts[0] == "model" and len(parts) > 1 else parts[0]
+        if parts[0] == "model" and group in own:
+            continue
         picked.setdefault(group, []).append(override)
     defaults = default_choices(hydra_cfg)
     for group, option in hydra_choices().items():

@@ -76,20 +76,24 @@ class MLP(nn.Sequential):
 
 
 class Perceptron(nn.Module):
-    """Rosenblatt's perceptron: ŷ = 1[w·x + b > 0], learnt by w := w + lr·(y − ŷ)·x.
+    """Rosenblatt's perceptron as the course gives it: ŷ = 1[w·x + b ≥ 0], weights and bias
+    starting at 0, learnt by w := w + lr·(y − ŷ)·x (lr = 1: the plain rule), one sample after
+    another.
 
-    `forward` returns the score w·x + b, so the binary metrics (accuracy at score > 0, AUROC)
-    apply unchanged; `rule_update` runs the rule over a batch, one sample after another.
+    `forward` returns the score w·x + b (AUROC ranks by it); `predict` is the step output;
+    `rule_update` runs the rule over a batch.
     """
 
     tasks: ClassVar[tuple[str, ...]] = ("binary",)
+    # Its config sets its own start (configs/model/perceptron.yaml: zeros), not the init group.
+    own_options: ClassVar[tuple[str, ...]] = ("init",)
 
     def __init__(
         self,
         in_features: int,
         out_features: int = 1,
         lr: float = 1.0,
-        init: str | dict[str, Any] | None = None,
+        init: str | dict[str, Any] | None = "zeros",
     ) -> None:
         super().__init__()
         if out_features != 1:
@@ -100,12 +104,22 @@ class Perceptron(nn.Module):
 
     @classmethod
     def ignored_groups(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
-        """The config groups it does not use: its output is a step, and the learning rule
-        takes the place of a loss, an optimizer and a scheduler."""
-        return ("activation", "loss", "optimizer", "scheduler")
+        """The config groups it does not use: its output is a step, its start is its own
+        (`model.init`), and the learning rule takes the place of a loss, an optimizer and a
+        scheduler."""
+        return ("activation", "init", "loss", "optimizer", "scheduler")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
+
+    @staticmethod
+    def step(score: torch.Tensor) -> torch.Tensor:
+        """The step output for scores w·x + b: 1 where the score is ≥ 0, else 0 (long)."""
+        return score.ge(0).long()
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The class, 0 or 1, of each input."""
+        return self.step(self(x).squeeze(-1))
 
     @torch.no_grad()
     def rule_update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -117,7 +131,7 @@ class Perceptron(nn.Module):
         w, b = w0.clone(), b0.clone()
         mistakes = torch.zeros((), dtype=torch.long, device=x.device)
         for xi, yi in zip(x.flatten(1), y.to(x.dtype), strict=True):
-            error = yi - (xi @ w + b > 0).to(x.dtype)  # y − ŷ ∈ {−1, 0, 1}
+            error = yi - self.step(xi @ w + b).to(x.dtype)  # y − ŷ ∈ {−1, 0, 1}
             w += self.lr * error * xi
             b += self.lr * error
             mistakes += error.ne(0).long()

@@ -5,14 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torchmetrics.wrappers import MetricInputTransformer
 
 from nnlab.core import ConfigError
 from nnlab.nn.networks import Perceptron
 from nnlab.tasks.binary import BinaryTask
 
 
+class StepOutput(MetricInputTransformer):
+    """A binary metric on the perceptron's step output, 1[score ≥ 0], from its scores."""
+
+    def transform_pred(self, pred: torch.Tensor) -> torch.Tensor:
+        return Perceptron.step(pred)
+
+
+class Probability(MetricInputTransformer):
+    """A binary metric on sigmoid(score): AUROC ranks by the score, thresholds in [0, 1]."""
+
+    def transform_pred(self, pred: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(pred)
+
+
 class PerceptronTask(BinaryTask):
-    """Applies w := w + lr·(y − ŷ)·x sample by sample; stops once an epoch makes no mistake
+    """Applies w := w + lr·(y − ŷ)·x sample by sample, ŷ = 1[w·x + b ≥ 0] (accuracy and F1
+    are of that step output); stops once an epoch makes no mistake
     (on linearly separable data it always does: the perceptron convergence theorem).
 
     Logs train/mistakes (per epoch) besides the binary metrics; optimizer, scheduler and
@@ -39,6 +57,28 @@ class PerceptronTask(BinaryTask):
                 f"PerceptronTask takes one batch per training step, but the datamodule hands "
                 f"over {per_item} (steps_per_batch): build it with steps_per_batch=1"
             )
+
+    def make_metrics(self) -> MetricCollection:
+        # Accuracy and F1 of the step output, whose boundary (score ≥ 0) a probability
+        # threshold of 0.5 would get wrong at a score of exactly 0 (the rule's start). Wrappers
+        # hold no state of their own, so compute groups would leave all but one never updated.
+        return MetricCollection(
+            {
+                "acc": StepOutput(BinaryAccuracy()),
+                "f1": StepOutput(BinaryF1Score()),
+                "auroc": Probability(BinaryAUROC(thresholds=200)),
+            },
+            compute_groups=False,
+        )
+
+    def metric_inputs(self, output, y):
+        return output.squeeze(-1), y.long()
+
+    def train_sums(self, output, y):
+        return {"acc": (Perceptron.step(output.squeeze(-1)) == y.long()).sum(dtype=torch.float32)}
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.predict(x)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_mistakes.zero_()
