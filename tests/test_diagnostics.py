@@ -94,8 +94,13 @@ def test_statistics_follow_their_definitions(make_cfg, tmp_path, activation):
     step0 = rows[0]
     negative = -0.01 if activation == "leaky_relu" else 0.0  # leaky ReLU's slope times −1
     values = torch.tensor([negative] * 32 + [1.0] * 96).repeat(64)  # one batch of 64
-    # Dead: never positive over the batch, whether the output is 0 or slightly negative.
-    assert float(step0["dead_fraction"]) == 0.25
+    # ReLU: a quarter of the units output 0 (zero gradient) for the whole batch: dead. Leaky
+    # ReLU: the same units only sit in the negative regime, where a gradient still passes.
+    if activation == "relu":
+        assert float(step0["dead_fraction"]) == 0.25 and step0["negative_fraction"] == ""
+    else:
+        assert step0["dead_fraction"] == "" and float(step0["negative_fraction"]) == 0.25
+    assert float(step0["nonfinite_fraction"]) == 0.0
     assert float(step0["mean"]) == pytest.approx(values.mean().item(), rel=1e-5)
     assert float(step0["std"]) == pytest.approx(values.std().item(), rel=1e-5)
 
@@ -143,6 +148,21 @@ def test_layer_plots_are_written(make_cfg, tmp_path):
     hist = read_csv(folder / "histograms.csv")
     counts = [int(r["count"]) for r in hist if r["step"] == "0" and r["kind"] == "weights"]
     assert sum(counts) == 64 * 128 + 128 * 64 + 64 * 10
+
+
+def test_non_finite_units_are_not_dead(make_cfg, tmp_path):
+    diagnostics = LayerDiagnostics(every_n_steps=1, plots=False)
+    trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics], "optimizer=sgd", steps=1)
+    first = module.net[1]
+    with torch.no_grad():  # 16 units output NaN, 32 output exactly 0, the rest 1
+        first.weight.zero_()
+        first.bias.fill_(1.0)
+        first.bias[:32] = -1.0
+        first.bias[32:48] = math.nan
+    trainer.fit(module, datamodule=datamodule)
+    step0 = diagnostics.activation_rows[0]
+    assert step0["layer"] == "layer1"
+    assert step0["dead_fraction"] == 0.25 and step0["nonfinite_fraction"] == 0.125
 
 
 def test_no_dead_units_for_other_activations(make_cfg, tmp_path):

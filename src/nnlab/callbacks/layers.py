@@ -1,13 +1,16 @@
 """Per-layer diagnostics during training: activation mean/std, the fraction of dead units
-(ReLU family), gradient and weight norms, and value histograms, every N optimizer steps.
+(ReLU), gradient and weight norms, and value histograms, every N optimizer steps.
 
 The training step is never touched: forward hooks are registered on the activation modules
 only for a measuring step and removed right after it, and statistics stay on the device until
 one transfer at the end of that step. Steps in between pay one integer comparison.
 
-A unit is *dead* on a step when its output is not positive for any example of that step's batch
-(ReLU: exactly zero; leaky ReLU/PReLU: in the negative, small-slope regime). Only the ReLU family
-(ReLU, LeakyReLU, PReLU) has dead units; other activations leave the column empty.
+A unit is *dead* on a step, as the course defines it, when it outputs zero with zero gradient for
+every example of the step's batch: a ReLU unit whose input is never positive. Leaky ReLU, PReLU
+and ELU have no dead units (their negative side still passes a gradient); for them
+`negative_fraction` counts the units in the negative regime for the whole batch. Other
+activations leave both columns empty. A unit with a non-finite output is neither: it counts in
+`nonfinite_fraction` (a diverging run), whatever the activation.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ log = logging.getLogger(__name__)
 # layer, and those that replace it and hold their affine map as `.linear` (maxout).
 ACTIVATION_TYPES = tuple({type(sample(e)) for e in ACTIVATIONS if not e.replaces_linear})
 AFFINE_ACTIVATION_TYPES = tuple({type(sample(e)) for e in ACTIVATIONS if e.replaces_linear})
-RELU_FAMILY = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
-ACTIVATION_FIELDS = ("step", "epoch", "layer", "mean", "std", "dead_fraction")
+# Activations whose units can die (zero output and gradient), and those with a negative regime
+# that still passes a gradient.
+DYING = (nn.ReLU,)
+NEGATIVE_REGIME = (nn.LeakyReLU, nn.PReLU, nn.ELU)
+UNIT_FIELDS = ("dead_fraction", "negative_fraction", "nonfinite_fraction")
+ACTIVATION_FIELDS = ("step", "epoch", "layer", "mean", "std", *UNIT_FIELDS)
 GRADIENT_FIELDS = ("step", "epoch", "layer", "grad_norm", "weight_norm")
 HISTOGRAM_FIELDS = ("step", "kind", "layer", "bin_start", "bin_end", "count")
 HISTOGRAM_BINS = 40
@@ -52,7 +59,23 @@ class Layer:
 
     @property
     def has_dead_units(self) -> bool:
-        return isinstance(self.activation, RELU_FAMILY)
+        return isinstance(self.activation, DYING)
+
+    @property
+    def has_negative_regime(self) -> bool:
+        return isinstance(self.activation, NEGATIVE_REGIME)
+
+
+def unit_fractions(layer: Layer, a: torch.Tensor) -> torch.Tensor:
+    """[dead, negative, non-finite] fractions of the units of `layer` given its activations
+    `a` (batch × units) on one batch; NaN where the layer's activation has no such regime.
+    Dead: output 0 for every example (ReLU's gradient is then 0 too); a non-finite output is
+    never zero, so a diverged unit is not counted dead."""
+    none = torch.full((), math.nan, device=a.device)
+    dead = (a == 0).all(dim=0).float().mean() if layer.has_dead_units else none
+    negative = (a < 0).all(dim=0).float().mean() if layer.has_negative_regime else none
+    nonfinite = (~torch.isfinite(a)).any(dim=0).float().mean()
+    return torch.stack([dead, negative, nonfinite])
 
 
 def find_layers(net: nn.Module) -> list[Layer]:
@@ -168,13 +191,9 @@ class LayerDiagnostics(Callback):
             if trainer.global_step != self._next_step:
                 return
             a = out.detach().flatten(1).float()
-            dead = (
-                1.0 - (a > 0).any(dim=0).float().mean()
-                if layer.has_dead_units
-                else torch.full((), math.nan, device=a.device)
-            )
             std = a.std() if a.numel() > 1 else torch.zeros((), device=a.device)
-            self._act_stats[layer.name] = torch.stack([a.mean(), std, dead])
+            moments = torch.stack([a.mean(), std])
+            self._act_stats[layer.name] = torch.cat([moments, unit_fractions(layer, a)])
             if self._keep_values:
                 self._act_values[layer.name] = a.flatten()
 
@@ -220,10 +239,13 @@ class LayerDiagnostics(Callback):
         act_rows = []
         names = list(self._act_stats)
         stats = torch.stack(list(self._act_stats.values())).tolist() if names else []
-        for name, (mean, std, dead) in zip(names, stats, strict=True):
+        for name, (mean, std, *fractions) in zip(names, stats, strict=True):
             act_rows.append(
                 {"step": step, "epoch": epoch, "layer": name, "mean": mean, "std": std}
-                | {"dead_fraction": dead if math.isfinite(dead) else None}
+                | {
+                    k: v if math.isfinite(v) else None
+                    for k, v in zip(UNIT_FIELDS, fractions, strict=True)
+                }
             )
         grad_rows = []
         if self._grad_stats is not None:
@@ -246,8 +268,9 @@ class LayerDiagnostics(Callback):
         for r in act_rows:
             metrics[f"activation_mean/{r['layer']}"] = r["mean"]
             metrics[f"activation_std/{r['layer']}"] = r["std"]
-            if r["dead_fraction"] is not None:
-                metrics[f"dead_fraction/{r['layer']}"] = r["dead_fraction"]
+            for field in UNIT_FIELDS:
+                if r[field] is not None:
+                    metrics[f"{field}/{r['layer']}"] = r[field]
         for r in grad_rows:
             if r["grad_norm"] is not None:
                 metrics[f"grad_norm/{r['layer']}"] = r["grad_norm"]
@@ -294,7 +317,7 @@ class LayerDiagnostics(Callback):
                 fig = output.per_layer_plot(
                     self.activation_rows,
                     [("dead_fraction", "fraction of dead units")],
-                    "Dead units (never positive over the batch)",
+                    "Dead units (zero output and gradient for the whole batch)",
                 )
                 images["dead_units"] = output.save_figure(fig, folder / "dead_units.png")
         if any(r["grad_norm"] is not None for r in self.gradient_rows):
