@@ -53,13 +53,12 @@ def rule_on_table(labels: torch.Tensor, epochs: int) -> dict[str, Any]:
 
 
 def rule_on_data(run: Run, data: str, epochs: int) -> list[int]:
-    """Mistakes per epoch of the PerceptronTask (a Trainer run) on a datamodule; the task stops
-    after the first epoch without a mistake."""
+    """Mistakes per epoch of the PerceptronTask (a Trainer run of model=perceptron, which starts
+    from zero weights) on a datamodule; the task stops after the first epoch without a
+    mistake."""
     n = run.size(200, 500) if data == "separable" else run.size(40, 100)
     size = "n_samples" if data == "separable" else "samples_per_corner"
-    cfg = compose_config(
-        f"seed={run.seed}", f"data={data}", "model=perceptron", "init=zeros", f"data.{size}={n}"
-    )
+    cfg = compose_config(f"seed={run.seed}", f"data={data}", "model=perceptron", f"data.{size}={n}")
     history = fit(cfg, epochs, validate=False).history
     return [int(m) for m in history["train/mistakes"]]
 
