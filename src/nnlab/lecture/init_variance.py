@@ -95,7 +95,9 @@ def draw(run: Run, frame: Any, trained: dict[str, dict[str, Any]]) -> None:
     fig, (ax, sat) = run.figure("std_by_layer", ncols=2, size=(5.6, 4.2))
     for color, label in enumerate(SCHEMES):
         part = frame[frame.scheme == label]
-        style = {"ls": "--" if label.startswith("N(0, 1/d)") else "-", "color": f"C{color}"}
+        # N(0, 1/d) is Xavier's variance for square layers: dashed, on top, to show both.
+        dashed = label.startswith("N(0, 1/d)")
+        style = {"ls": "--" if dashed else "-", "color": f"C{color}", "zorder": 3 if dashed else 2}
         ax.plot(part.layer, part["std"], marker="o", ms=2.5, label=label, **style)
         if "tanh" in label:
             sat.plot(part.layer, part.saturated, marker="o", ms=2.5, label=label, **style)

@@ -66,16 +66,11 @@ def mle_consistency(run: Run, sizes: list[int] | None = None, seeds: int | None 
     ax.legend(fontsize=8)
     first = frame[frame.seed == frame.seed.min()]
     for i in range(d):
-        coef.plot(
-            first.n_train,
-            first[f"w{i}"],
-            marker="o",
-            ms=3,
-            color=f"C{i}",
-            label="b" if i == d - 1 else f"w{i + 1}",
-        )
-        coef.axhline(first[f"true_w{i}"].iloc[0], color=f"C{i}", ls=":")
-    coef.set(xscale="log", xlabel="training samples n", ylabel="learned value (dotted: true)")
+        name = "b" if i == d - 1 else f"w{i + 1}"
+        deviation = first[f"w{i}"] - first[f"true_w{i}"]
+        coef.plot(first.n_train, deviation, marker="o", ms=3, color=f"C{i}", label=name)
+    coef.axhline(0.0, color="k", lw=0.8)
+    coef.set(xscale="log", xlabel="training samples n", ylabel="learned − true coefficient")
     coef.set_title("Each coefficient, one data set per n")
     coef.legend(fontsize=7, ncols=2)
     run.save("mle_consistency")
