@@ -60,6 +60,9 @@ def test_notebook_runs_top_to_bottom_and_its_claims_hold(
     checks = code_cells(nb)[-1]
     assert checks.execution_count is not None, "the check cell did not run"
     assert not [o for o in checks.outputs if o.output_type == "error"]
+    for cell in code_cells(nb):  # a cell showing a study's figure shows it as an image
+        if ".plots[" in cell.source.splitlines()[-1]:
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
     for claim in re.findall(r'run_claim\("(\w+)"', "\n".join(c.source for c in code_cells(nb))):
         (verdict,) = tmp_path.glob(f"logs/lecture/*/{claim}/verdict.txt")
         assert verdict.read_text(encoding="utf-8").startswith("HELD"), verdict.read_text()
