@@ -25,8 +25,11 @@ def test_spec_groups_by_init_and_activation_with_the_lecture_panels():
     assert re.fullmatch(std, "activation_std/layer1")
     assert re.fullmatch(std, "activation_std/layer12")
     assert not re.fullmatch(std, "activation_mean/layer1")
-    dead = by_title["fraction of dead units per layer (ReLU family)"]["regex"]
+    dead = by_title["fraction of dead units per layer (ReLU)"]["regex"]
     assert re.fullmatch(dead, "dead_fraction/layer2")
+    negative = by_title["units in the negative regime (leaky ReLU, PReLU, ELU)"]["regex"]
+    assert re.fullmatch(negative, "negative_fraction/layer1")
+    assert not re.fullmatch(negative, "dead_fraction/layer1")
     assert re.fullmatch(by_title["gradient norm per layer"]["regex"], "grad_norm/output")
 
 

@@ -30,7 +30,8 @@ def workspace_spec(
     task: str = "classification",
 ) -> dict[str, Any]:
     """The workspace as plain data: sections of panels, runs grouped by init and activation,
-    limited to one sweep's runs when `group` (the sweep's W&B group) is given."""
+    limited to one sweep's runs when `group` (the sweep's W&B group) is given. One literal,
+    longer than a function should be, so that it reads top to bottom like the page it makes."""
     if task not in QUALITY:
         raise ValueError(f"task must be one of {', '.join(QUALITY)}, got {task!r}")
     metric, label = QUALITY[task]
@@ -77,9 +78,19 @@ def workspace_spec(
                 "panels": [
                     {
                         "kind": "line",
-                        "title": "fraction of dead units per layer (ReLU family)",
+                        "title": "fraction of dead units per layer (ReLU)",
                         "regex": "dead_fraction/.*",
-                    }
+                    },
+                    {
+                        "kind": "line",
+                        "title": "units in the negative regime (leaky ReLU, PReLU, ELU)",
+                        "regex": "negative_fraction/.*",
+                    },
+                    {
+                        "kind": "line",
+                        "title": "units with non-finite outputs (diverged)",
+                        "regex": "nonfinite_fraction/.*",
+                    },
                 ],
             },
             {
