@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pooch
+import requests
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab.core import ConfigError
@@ -61,9 +64,6 @@ def download_checkpoint(url: str, cache_dir: str | Path, sha256: str | None = No
     same network and data). With `sha256` the file must have that hash (a cached copy that has
     it is reused); without, the URL is fetched again each time (its content may change). A
     failed or mismatched download leaves nothing behind."""
-    import pooch
-    import requests
-
     scheme = urlparse(url).scheme
     if scheme not in URL_SCHEMES:
         raise ConfigError(
@@ -102,8 +102,6 @@ def module_class_path(checkpoint: dict[str, Any]) -> str:
 def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
     """A checkpoint file's contents, memory-mapped (tensors are not read unless used); a file
     that is not a checkpoint is a ConfigError naming it."""
-    import torch
-
     try:
         return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:

@@ -10,8 +10,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from nnlab.core import ConfigError
-from nnlab.data.download import DataUnavailableError
+from nnlab.core import ConfigError, DataUnavailableError
 
 T = TypeVar("T")
 

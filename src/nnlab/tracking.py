@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -73,9 +75,6 @@ def run_identity(
 
 def hydra_identity(cfg: DictConfig) -> dict[str, Any]:
     """`run_identity` for the running Hydra job (group and job number only under --multirun)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     sweep_dir = job_num = None
     if HydraConfig.initialized():
         hc = HydraConfig.get()

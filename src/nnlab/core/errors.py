@@ -10,6 +10,11 @@ class ConfigError(ValueError):
     message as one `error: …` line."""
 
 
+class DataUnavailableError(RuntimeError):
+    """Files a data set needs are not on disk and could not be downloaded; the entry points
+    print its message (the files, where to put them, the URLs tried) as one `error: …` line."""
+
+
 def is_int(value: Any) -> bool:
     """An int that is not a bool (YAML's true is an int to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)

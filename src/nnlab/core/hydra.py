@@ -7,6 +7,8 @@ import os
 import secrets
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -22,8 +24,6 @@ def register_resolvers() -> None:
 def hydra_choices() -> dict[str, str]:
     """The option picked in each config group (data=digits, model=mlp, ...), if under Hydra."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         choices = HydraConfig.get().runtime.choices
     except ValueError:  # HydraConfig not set: composed outside a Hydra app
         return {}
@@ -37,8 +37,6 @@ def picked_option(group: str, fallback: str) -> str:
 
 def instantiate_config(node: DictConfig | dict[str, Any], **kwargs: Any) -> Any:
     """hydra's instantiate with plain containers (what every component receives)."""
-    from hydra.utils import instantiate
-
     return instantiate(node, **kwargs, _convert_="all")
 
 

@@ -22,6 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pooch
+import requests
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from nnlab.core import DataUnavailableError
+
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "NNLAB_DATA_MIRROR"
@@ -29,10 +36,6 @@ MIRROR_ENV = "NNLAB_DATA_MIRROR"
 TIMEOUT_S = 60
 # A checksum mismatch may be a flaky transfer: one more try from the same URL, then the next.
 ATTEMPTS_PER_URL = 2
-
-
-class DataUnavailableError(RuntimeError):
-    """Files a data set needs are not on disk and could not be downloaded."""
 
 
 class UnsafeArchiveError(RuntimeError):
@@ -82,8 +85,6 @@ def is_complete(path: Path, remote: Remote) -> bool:
     if not path.is_file():
         return False
     if remote.known_hash is not None:
-        import pooch
-
         alg, _, expected = remote.known_hash.partition(":")
         return pooch.file_hash(str(path), alg) == expected.lower()
     return path.stat().st_size == remote.size
@@ -118,8 +119,6 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     share the file system), held while its files are downloaded and unpacked: concurrent
     processes (DDP ranks, parallel runs) then download once, and the ones that waited find the
     files complete."""
-    from filelock import FileLock
-
     folder = Path(folder)
     if folder.is_dir() and not os.access(folder, os.W_OK):
         # A read-only folder (populated by an admin for an offline cluster): nothing will be
@@ -141,9 +140,6 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
 
 def _download(remote: Remote, folder: Path, source: str, progress: bool) -> list[str]:
     """Downloads one file into `folder`; returns the reasons of failed tries ([] on success)."""
-    import pooch
-    import requests
-
     errors = []
     final = folder / remote.name
     # Files pinned only by size are downloaded under another name, checked, then renamed, so
@@ -196,8 +192,6 @@ def _check_unhashed(path: Path, remote: Remote) -> None:
 
 def _reason(e: Exception) -> str:
     """A short reason for a failed request (requests' own messages run to several lines)."""
-    import requests
-
     text = str(e)
     if isinstance(e, requests.HTTPError) and e.response is not None:
         return f"HTTP {e.response.status_code} {e.response.reason}"
@@ -252,8 +246,6 @@ def extract(archive: str | Path, dest: str | Path, progress: bool = True) -> Pat
     anything is written: one that would land outside `dest` (absolute, `..`, or a link) raises
     UnsafeArchiveError.
     """
-    from tqdm.auto import tqdm
-
     archive, dest = Path(archive), Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
@@ -287,8 +279,6 @@ def extract(archive: str | Path, dest: str | Path, progress: bool = True) -> Pat
 
 def verify_zip(path: Path, progress: bool = True) -> None:
     """Reads every member of a zip archive to its end, which checks each one's CRC-32."""
-    from tqdm.auto import tqdm
-
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
         total = sum(m.file_size for m in members)

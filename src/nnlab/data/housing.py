@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from nnlab.core import ConfigError
+from nnlab.core import ConfigError, DataUnavailableError
 from nnlab.data.csv_reader import read_csv
-from nnlab.data.download import DataUnavailableError, Remote, fetch
+from nnlab.data.download import Remote, fetch
 from nnlab.data.features import is_numeric
 from nnlab.data.remote import RemoteDataModule
 from nnlab.data.tables import RegressionTableDataModule
