@@ -76,6 +76,9 @@ def test_feedforward_is_x_w_transposed_plus_b(claim):
     assert shapes["digits", "W"] == "10×64" and shapes["digits", "Y"] == "8×10"
     assert result.held
     wrote(result)
+    # In a notebook the claim shows its verdict and figures, embedded.
+    page = result._repr_html_()
+    assert result.verdict.split(":")[0] in page and page.count("data:image/png;base64,") == 2
 
 
 def test_collapse_is_the_product_of_the_weights():

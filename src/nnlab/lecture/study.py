@@ -11,6 +11,8 @@ Layout of a run folder (the default root is logs/lecture/<timestamp>/):
 
 from __future__ import annotations
 
+import base64
+import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +53,15 @@ class Claim:
     def verdict(self) -> str:
         """The one line written to verdict.txt."""
         return f"{'HELD' if self.held else 'NOT HELD'} {self.name}: {self.statement}"
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the verdict, then every figure (embedded: the notebook needs no path)."""
+        images = "".join(
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,'
+            f'{base64.b64encode(path.read_bytes()).decode()}"/>'
+            for name, path in self.figures.items()
+        )
+        return f"<p><b>{html.escape(self.verdict)}</b></p>{images}"
 
 
 @dataclass
