@@ -25,15 +25,14 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
-from nnlab.speed.lightning import wandb_init_args
+from nnlab.speed.lightning import CSVLoggerWriter, wandb_init_args, wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +216,10 @@ def finish(loggers: list[Logger], exit_code: int) -> None:
     For offline runs, prints the command that uploads them."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            run = logger._experiment  # None if it never started: nothing to finish
-            if run is None:
+            run = wandb_run(logger)
+            if run is None:  # it never started: nothing to finish
                 continue
-            offline, sync_dir = run.settings._offline, run.settings.sync_dir
+            offline, sync_dir = run.offline, run.settings.sync_dir
             run.finish(exit_code=exit_code)
             if offline:
                 msg = f"W&B run saved offline; upload it with:  wandb sync {sync_dir}"
@@ -305,14 +304,9 @@ def _csv_line(keys: list[str], row: Mapping[str, Any]) -> bytes:
     return buf.getvalue().encode()
 
 
-class EpochCSVLogger(CSVLogger):
+class EpochCSVLogger(CSVLoggerWriter):
     """Lightning's CSVLogger with one row per epoch in metrics.csv (train and val metrics of an
     epoch side by side; the evaluation of the best checkpoint after fitting is the last row)."""
 
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> _EpochRowWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _EpochRowWriter(log_dir=self.log_dir)
-        return self._experiment
+    def make_writer(self, log_dir: str) -> _EpochRowWriter:
+        return _EpochRowWriter(log_dir=log_dir)

@@ -3,8 +3,9 @@ starting with "_") and what its per-step wrappers do.
 
 The fast path needs a few things Lightning keeps to itself: counting an optimizer step taken
 without its optimizer wrapper, moving the step that loggers record metrics at, dumping a
-checkpoint without writing it, the hook being run, ModelCheckpoint's private steps, and the
-arguments a WandbLogger passes to wandb.init. Each is one small named function (or, for
+checkpoint without writing it, the hook being run, ModelCheckpoint's private steps, the
+arguments a WandbLogger passes to wandb.init and its run before it starts one, and where a
+CSVLogger keeps its writer. Each is one small named function (or, for
 ModelCheckpoint, one adapter class) here; nothing else in nnlab touches them.
 
 All were checked against the source of Lightning CHECKED (the floor in pyproject.toml,
@@ -22,9 +23,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.loggers.csv_logs import CSVLogger as FabricCSVLogger
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -95,6 +99,30 @@ def wandb_init_args(logger: WandbLogger) -> dict[str, Any]:
     """The keyword arguments `logger` will pass to wandb.init (editable until its run starts)."""
     # Checked against Lightning 2.6.6: WandbLogger._wandb_init, passed whole to wandb.init.
     return logger._wandb_init
+
+
+def wandb_run(logger: WandbLogger) -> Any:
+    """The logger's wandb run, or None if it never started (reading `experiment` would start
+    one)."""
+    # Checked against Lightning 2.6.6: WandbLogger._experiment, None until `experiment` is read.
+    return logger._experiment
+
+
+class CSVLoggerWriter(CSVLogger):
+    """Lightning's CSVLogger with its writer (`experiment`) made by `make_writer`."""
+
+    def make_writer(self, log_dir: str) -> ExperimentWriter:
+        raise NotImplementedError
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        # Checked against Lightning 2.6.6: CSVLogger.experiment caches its writer in
+        # _experiment and makes the log folder through the logger's filesystem, _fs.
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = self.make_writer(self.log_dir)
+        return self._experiment
 
 
 def step_wrappers_idle(trainer: L.Trainer) -> bool:
@@ -202,7 +230,10 @@ def _internals() -> dict[str, Callable[[], bool]]:
             _uses(ModelCheckpoint.__init__, *saved)
             and _uses(ModelCheckpoint._save_checkpoint, *saved)
         ),
-        "WandbLogger._wandb_init": lambda: _uses(WandbLogger.__init__, "_wandb_init"),
+        "WandbLogger._wandb_init/_experiment": lambda: _uses(
+            WandbLogger.__init__, "_wandb_init", "_experiment"
+        ),
+        "CSVLogger._experiment/_fs": lambda: _uses(FabricCSVLogger.__init__, "_experiment", "_fs"),
     }
 
 
