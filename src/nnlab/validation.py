@@ -31,7 +31,7 @@ from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
-from nnlab.speed import check_speed
+from nnlab.speed.config import check_speed, uses_gpu
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -140,7 +140,23 @@ def check_trainer(cfg: DictConfig) -> None:
     built once."""
     check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
     check_accelerator(cfg.trainer.get("accelerator"))
+    check_precision(cfg.trainer)
     check_built(cfg, "trainer", lambda: quiet_trainer(cfg.trainer))
+
+
+# fp16 autocast, whose small range needs CUDA's gradient scaler (on the CPU Lightning would
+# quietly train in bf16 instead).
+FP16_MIXED = ("16-mixed", "16", 16)
+
+
+def check_precision(trainer_cfg: DictConfig) -> None:
+    """Refuses fp16 mixed precision on the CPU, naming what works there."""
+    precision = trainer_cfg.get("precision")
+    if precision in FP16_MIXED and not uses_gpu(trainer_cfg):
+        raise ConfigError(
+            f"trainer.precision={precision} (fp16 autocast with gradient scaling) needs a CUDA "
+            "GPU; on the CPU use trainer.precision=bf16-mixed or 32-true"
+        )
 
 
 def check_callbacks_and_loggers(cfg: DictConfig) -> None:
