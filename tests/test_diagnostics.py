@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -198,6 +199,21 @@ def test_confusion_matrix_and_mistakes_match_the_model(make_cfg, tmp_path):
     assert png_size(folder / "confusion_matrix.png") == inches(7.5, 6.5)  # 10 classes
     rows_of_8 = -(-len(mistakes) // 8)
     assert png_size(folder / "misclassified.png") == inches(1.6 * 8, 1.8 * rows_of_8 + 0.4)
+
+
+def test_a_confusion_figure_over_many_classes_shows_the_most_confused_ones():
+    n = 1000
+    matrix = np.diag(np.full(n, 5))
+    confused = [3, 17, 400, 999]  # each mistaken for the next one, more often down the list
+    for k, (a, b) in enumerate(zip(confused, confused[1:] + confused[:1], strict=True)):
+        matrix[a, b] = k + 1
+    keep = output.most_confused(matrix, 30)
+    assert len(keep) == 30 and set(confused) <= set(keep) and list(keep) == sorted(keep)
+    fig = output.confusion_plot(matrix, [f"c{i}" for i in range(n)], "title")
+    # 30 classes drawn, whatever the class count (1,351 classes once took 24 GB).
+    assert tuple(fig.get_size_inches()) == (0.45 * 30 + 3, 0.45 * 30 + 2)
+    assert "30 most confused of 1000 classes" in fig.axes[0].get_title()
+    assert len(fig.axes[0].get_xticklabels()) == 30
 
 
 def test_final_predictions_describe_the_best_checkpoint(make_cfg):

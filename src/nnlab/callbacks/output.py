@@ -148,8 +148,26 @@ def histogram_plot(hists: Sequence[Mapping[str, Any]], title: str) -> Figure:
     return fig
 
 
+# A confusion-matrix figure shows at most this many classes: its size grows with their square
+# (1,351 classes once took 24 GB), and past a few dozen no cell can be read anyway.
+MAX_PLOTTED_CLASSES = 30
+
+
+def most_confused(matrix: np.ndarray, k: int) -> np.ndarray:
+    """The indices, in class order, of the k classes most involved in mistakes: off-diagonal
+    counts of their row (true) and column (predicted), ties broken by their number of samples."""
+    mistakes = matrix.sum(axis=0) + matrix.sum(axis=1) - 2 * np.diag(matrix)
+    order = np.lexsort((-matrix.sum(axis=1), -mistakes))
+    return np.sort(order[:k])
+
+
 def confusion_plot(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """Counts with true classes as rows and predicted classes as columns."""
+    """Counts with true classes as rows and predicted classes as columns; with more than
+    MAX_PLOTTED_CLASSES classes, those most involved in mistakes (the title says so)."""
+    if len(class_names) > MAX_PLOTTED_CLASSES:
+        keep = most_confused(matrix, MAX_PLOTTED_CLASSES)
+        title = f"{title}\n{len(keep)} most confused of {len(class_names)} classes"
+        matrix, class_names = matrix[np.ix_(keep, keep)], [class_names[i] for i in keep]
     n = len(class_names)
     size = max(4.0, 0.45 * n + 2)
     fig = Figure(figsize=(size + 1, size), layout="constrained")

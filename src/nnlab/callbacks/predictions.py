@@ -221,11 +221,13 @@ class PredictionDiagnostics(Callback):
         for logger in output.wandb_loggers(trainer):
             import wandb
 
-            # W&B's own confusion-matrix panel (interactive), and the mistakes as a table.
-            plot = wandb.plot.confusion_matrix(
-                y_true=p.y.tolist(), preds=predicted.tolist(), class_names=names
-            )
-            logger.log_metrics({"diagnostics/confusion": plot}, step=step)
+            # W&B's own confusion-matrix panel (interactive; a table of classes² rows, so only
+            # for as many classes as the figure shows), and the mistakes as a table.
+            if len(names) <= output.MAX_PLOTTED_CLASSES:
+                plot = wandb.plot.confusion_matrix(
+                    y_true=p.y.tolist(), preds=predicted.tolist(), class_names=names
+                )
+                logger.log_metrics({"diagnostics/confusion": plot}, step=step)
             if rows:
                 columns = list(MISTAKE_COLUMNS)
                 data = [[r[c] for c in columns] for r in rows]
