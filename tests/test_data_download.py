@@ -19,6 +19,7 @@ from nnlab.data.download import (
     Remote,
     UnsafeArchiveError,
     extract,
+    extract_fetched,
     fetch,
     folder_lock,
     verify_zip,
@@ -194,6 +195,22 @@ def test_extract_refuses_links_and_is_all_or_nothing(tmp_path: Path) -> None:
     dest = extract(good, tmp_path / "dest", progress=False)
     assert (dest / "d" / "b.txt").read_bytes() == b"b"
     assert zipfile.is_zipfile(good)
+
+
+def test_a_fetched_archive_that_is_refused_leaves_the_cache(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    data = tar_gz({"ok.txt": b"1", "../escape.txt": b"2"})
+    url = file_server.add("evil.tar.gz", data)
+    # Pinned by size only, as a file with no published checksum is: it downloads as complete.
+    archive = get(Remote("evil.tar.gz", (url,), size=len(data)), tmp_path / "cache")
+    with pytest.raises(DataUnavailableError, match=r"evil.tar.gz cannot be unpacked .*outside"):
+        extract_fetched(archive, tmp_path / "cache" / "out", progress=False)
+    assert leftovers(tmp_path / "cache") == []  # neither the archive nor a half extraction
+    assert not (tmp_path / "escape.txt").exists()
+    # The next run downloads it again instead of taking the refused copy as complete.
+    get(Remote("evil.tar.gz", (url,), size=len(data)), tmp_path / "cache")
+    assert file_server.requests["evil.tar.gz"] == 2
 
 
 RACE = """

@@ -277,6 +277,20 @@ def extract(archive: str | Path, dest: str | Path, progress: bool = True) -> Pat
     return dest
 
 
+def extract_fetched(archive: Path, dest: str | Path, progress: bool = True) -> Path:
+    """`extract` for an archive that `fetch` put in the cache. One it refuses (unsafe members, or
+    damaged past what its checks saw) is deleted, so that the next run downloads it again instead
+    of taking it as complete, and reported as a DataUnavailableError (one error line)."""
+    try:
+        return extract(archive, dest, progress)
+    except (UnsafeArchiveError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
+        archive.unlink(missing_ok=True)
+        raise DataUnavailableError(
+            f"{archive.name} cannot be unpacked ({e}); it was removed from {archive.parent}, "
+            "so the next run downloads it again"
+        ) from None
+
+
 def verify_zip(path: Path, progress: bool = True) -> None:
     """Reads every member of a zip archive to its end, which checks each one's CRC-32."""
     with zipfile.ZipFile(path) as zf:

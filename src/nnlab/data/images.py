@@ -21,7 +21,7 @@ import torch
 
 from nnlab.core import ConfigError
 from nnlab.data.base import Split
-from nnlab.data.download import Remote, extract, fetch, make_readable, verify_zip
+from nnlab.data.download import Remote, extract_fetched, fetch, make_readable, verify_zip
 from nnlab.data.remote import RemoteDataModule
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class CatsVsDogsDataModule(ImageFolderDataModule):
     def prepare_files(self) -> None:
         if self.root is None and not self.image_root.is_dir():
             paths = fetch([PETIMAGES], self.folder, self.name, self.progress)
-            extract(paths[PETIMAGES.name], self.image_root.parent, self.progress)
+            extract_fetched(paths[PETIMAGES.name], self.image_root.parent, self.progress)
         super().prepare_files()
 
     def check_classes(self, classes: tuple[str, ...]) -> None:

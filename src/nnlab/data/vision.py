@@ -14,7 +14,7 @@ import torch
 
 from nnlab.core import ConfigError
 from nnlab.data.base import Split
-from nnlab.data.download import Remote, extract, fetch
+from nnlab.data.download import Remote, extract_fetched, fetch
 from nnlab.data.remote import RemoteDataModule
 
 # IDX element types (the third magic byte) → numpy dtypes, big-endian as the format stores them.
@@ -241,7 +241,7 @@ class CIFAR10CatsDogsDataModule(RemoteDataModule):
         if self.batches_dir.is_dir():
             return
         paths = fetch([CIFAR10_BINARY], self.folder, self.name, self.progress)
-        extract(paths[CIFAR10_BINARY.name], self.batches_dir.parent, self.progress)
+        extract_fetched(paths[CIFAR10_BINARY.name], self.batches_dir.parent, self.progress)
 
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         wanted = [CIFAR10_CLASSES.index(c) for c in self.classes]
