@@ -48,10 +48,16 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def fit(make_cfg, tmp_path: Path, callbacks: list, *overrides: str, steps: int = 4):
-    """Fits the configured module for `steps` optimizer steps with these callbacks only."""
+    """Fits the configured module for `steps` optimizer steps with these callbacks only, on the
+    CPU: the tests compare with tensors on the CPU, and on a GPU speed=max replays a CUDA graph,
+    which no hook can measure (tests/test_speed.py covers that)."""
     datamodule, module = data_and_module(make_cfg(*overrides))
     trainer = quiet_trainer(
-        max_steps=steps, limit_val_batches=1, callbacks=callbacks, default_root_dir=tmp_path
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
     )
     return trainer, module, datamodule
 
