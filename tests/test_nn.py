@@ -215,7 +215,8 @@ def test_perceptron_rule_matches_the_lecture():
     assert torch.equal(dw, torch.tensor([[-1.0, -2.0]])) and torch.equal(db, torch.tensor([-1.0]))
     assert mistakes.item() == 1
     # The step output is the rule's: class 1 on the boundary itself.
-    assert torch.equal(Perceptron.step(torch.tensor([-0.5, 0.0, 2.0])), torch.tensor([0, 1, 1]))
+    on_boundary = Perceptron.step(torch.tensor([-0.5, 0.0, 2.0]))
+    assert torch.equal(on_boundary, torch.tensor([False, True, True]))
     assert torch.equal(p.predict(x), torch.ones(3, dtype=torch.long))  # every score is 0
 
 

@@ -34,9 +34,10 @@ def train(cfg: DictConfig) -> float | None:
     with open_dict(cfg):
         cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
     task = validate(cfg)
+    module_cls = module_class(cfg.model, task)
 
     with open_dict(cfg):
-        cfg.optimized_metric = cfg.get("optimized_metric") or module_class(cfg.model, task).monitor
+        cfg.optimized_metric = cfg.get("optimized_metric") or module_cls.monitor
         cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
     check_callbacks_and_loggers(cfg)
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
@@ -49,7 +50,7 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(seed, workers=True, verbose=False)
     apply_speed(cfg)
     # Where the splits live and batches per training step (speed.resident, .steps_per_batch).
-    groups = module_class(cfg.model, task).takes_batch_groups
+    groups = module_cls.takes_batch_groups
     datamodule = instantiate(cfg.data, _convert_="all", **data_options(cfg, groups))
     datamodule.prepare_data()
     datamodule.setup("fit")

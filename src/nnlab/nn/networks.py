@@ -114,12 +114,12 @@ class Perceptron(nn.Module):
 
     @staticmethod
     def step(score: torch.Tensor) -> torch.Tensor:
-        """The step output for scores w·x + b: 1 where the score is ≥ 0, else 0 (long)."""
-        return score.ge(0).long()
+        """The step output for scores w·x + b: True (class 1) where the score is ≥ 0."""
+        return score >= 0
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The class, 0 or 1, of each input."""
-        return self.step(self(x).squeeze(-1))
+        """The class, 0 or 1, of each input (long)."""
+        return self.step(self(x).squeeze(-1)).long()
 
     @torch.no_grad()
     def rule_update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:

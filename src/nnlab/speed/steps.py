@@ -28,12 +28,9 @@ class SteppedModule(Protocol):
 
     trainer: L.Trainer
     net: torch.nn.Module
-    loss_fn: torch.nn.Module
     sums: Any  # nnlab.tasks.metrics.EpochSums: add(), zero(), samples
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-    def shared_step(self, batch: Batch, stage: str) -> torch.Tensor: ...
-    def train_sums(self, output: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def shared_step(self, batch: Batch, stage: str, count: bool = True) -> torch.Tensor: ...
     def optimizers(self) -> Any: ...
     def lr_schedulers(self) -> Any: ...
     def manual_backward(self, loss: torch.Tensor) -> None: ...
@@ -142,12 +139,7 @@ class StepRunner:
     def _captured(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The module's training step, as the graph captures it: its loss and sums, without the
         host-side sample count (which a replay would not repeat; `run` counts it)."""
-        module = self.module
-        output = module(x)
-        loss = module.loss_fn(output, y)
-        sums = module.train_sums(output.detach(), y)
-        module.sums.add("train", loss.detach(), len(x), sums)
-        return loss
+        return self.module.shared_step((x, y), "train", count=False)
 
     def _reset_sums(self) -> None:
         self.module.sums.zero("train")

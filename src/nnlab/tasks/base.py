@@ -103,8 +103,9 @@ class TaskModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def shared_step(self, batch: Batch, stage: str) -> Tensor:
-        """Loss of one batch; adds to the stage's epoch sums and metrics."""
+    def shared_step(self, batch: Batch, stage: str, count: bool = True) -> Tensor:
+        """Loss of one batch; adds to the stage's epoch sums and metrics. count=False leaves
+        the host-side sample count to the caller (a CUDA graph replays only device work)."""
         x, y = batch
         output = self(x)
         loss = self.loss_fn(output, y)
@@ -114,7 +115,8 @@ class TaskModule(L.LightningModule):
             sums = {}
             self.metrics[f"{stage}_metrics"].update(*self.metric_inputs(output.detach(), y))
         self.sums.add(stage, loss.detach(), len(x), sums)
-        self.sums.samples[stage] += len(x)
+        if count:
+            self.sums.samples[stage] += len(x)
         return loss
 
     def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> Tensor | None:

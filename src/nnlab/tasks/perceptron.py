@@ -18,7 +18,7 @@ class StepOutput(MetricInputTransformer):
     """A binary metric on the perceptron's step output, 1[score ≥ 0], from its scores."""
 
     def transform_pred(self, pred: torch.Tensor) -> torch.Tensor:
-        return Perceptron.step(pred)
+        return Perceptron.step(pred).long()
 
 
 class Probability(MetricInputTransformer):
