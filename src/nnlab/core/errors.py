@@ -18,3 +18,8 @@ class DataUnavailableError(RuntimeError):
 def is_int(value: Any) -> bool:
     """An int that is not a bool (YAML's true is an int to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Diverged(RuntimeError):
+    """Training met a non-finite loss or parameter and stopped. Raised after results.json has
+    recorded `status: diverged`; its message is the one line the entry points print."""
