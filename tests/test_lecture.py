@@ -248,7 +248,7 @@ def test_run_claim_refuses_unknown_names_and_options(tmp_path):
     with pytest.raises(ConfigError, match="unknown claim"):
         run_claim("backprop", out=tmp_path)
     with pytest.raises(ConfigError, match="valid: width, depth, nets"):
-        run_claim("init_variance", out=tmp_path, widht=64)
+        run_claim("init_variance", out=tmp_path, widht=64)  # codespell:ignore
 
 
 def lecture(*args: str, cwd: Path) -> subprocess.CompletedProcess:
