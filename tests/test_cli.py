@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab import cli
+from nnlab.core import ConfigError, DataUnavailableError, Diverged
 
 from .conftest import ROOT, run_script
 
@@ -116,3 +123,178 @@ def test_seed_null_is_drawn_once_and_shared_by_ddp_ranks(tmp_path):
     drawn = re.findall(r"this run drew seed=(\d+)", logs)
     results = json.loads((run / "results.json").read_text())
     assert len(drawn) == 2 and {int(s) for s in drawn} == {results["seed"]}
+
+
+# nnlab.cli.run's failure semantics, in-process (no torch import per test): a single run ends
+# with one error line and leaves no empty folder; a multirun job records its failure and goes on.
+
+
+def hydra_only_folder(folder: Path) -> Path:
+    """A run folder as Hydra leaves it before the job starts: .hydra/ and the log."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (folder / "train.log").write_text("")
+    return folder
+
+
+def raising(error: BaseException):
+    def main(cfg):
+        raise error
+
+    return main
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (ConfigError("loss=mse cannot train"), "error: loss=mse cannot train"),
+        (DataUnavailableError("no files"), "error: no files"),
+        (FileNotFoundError("ckpt_path=x: no such file"), "error: ckpt_path=x: no such file"),
+    ],
+)
+def test_single_run_mistake_is_one_line_and_leaves_no_folder(make_cfg, error, line):
+    cfg = make_cfg()
+    folder = hydra_only_folder(Path(cfg.paths.output_dir))
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(raising(error), cfg)
+    assert exit_.value.code == line and not folder.exists()
+
+
+def test_single_run_refused_by_train_leaves_nothing(make_cfg):
+    from nnlab.train import train
+
+    cfg = make_cfg("data=xor", "loss=mse")
+    folder = hydra_only_folder(Path(cfg.paths.output_dir))
+    with pytest.raises(SystemExit, match=r"^error: loss=mse cannot train a binary task"):
+        cli.run(train, cfg)
+    assert not folder.exists()
+
+
+def test_single_run_keeps_a_folder_that_holds_more_than_hydra_files(make_cfg):
+    cfg = make_cfg()
+    folder = hydra_only_folder(Path(cfg.paths.output_dir))
+    (folder / "checkpoints").mkdir()
+    with pytest.raises(SystemExit):
+        cli.run(raising(ConfigError("late")), cfg)
+    assert (folder / "checkpoints").is_dir()
+
+
+def test_single_run_missing_value_and_wrapped_config_error(make_cfg):
+    cfg = make_cfg()
+    missing = OmegaConf.create({"ckpt_path": "???"})
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda c: missing.ckpt_path, cfg)
+    assert exit_.value.code == "error: ckpt_path must be set, e.g. ckpt_path=..."
+    wrapped = InstantiationException("Error in call to target")
+    wrapped.__cause__ = ConfigError("bad width")
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(raising(wrapped), cfg)
+    assert exit_.value.code == "error: bad width"
+
+
+def test_single_run_diverged_keeps_its_folder_and_exits(make_cfg):
+    cfg = make_cfg()
+    folder = hydra_only_folder(Path(cfg.paths.output_dir))
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(raising(Diverged("loss is nan at epoch 3")), cfg)
+    assert exit_.value.code == "error: loss is nan at epoch 3" and folder.is_dir()
+
+
+def test_single_run_bug_keeps_its_traceback(make_cfg):
+    with pytest.raises(ZeroDivisionError):
+        cli.run(raising(ZeroDivisionError("bug")), make_cfg())
+
+
+@pytest.fixture
+def job_cfg(make_cfg, tmp_path):
+    """A multirun job's config: Hydra in MULTIRUN mode, the job's folder inside the sweep's."""
+
+    def make(*overrides: str) -> DictConfig:
+        return make_cfg("hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}", *overrides)
+
+    return make
+
+
+def test_multirun_job_refused_by_train_is_a_failed_row_with_the_worst_value(job_cfg):
+    from nnlab.train import train
+
+    cfg = job_cfg("data=xor", "loss=mse")
+    assert cli.run(train, cfg) == math.inf  # no metric or mode known before validation: min
+    results = cli.read_results(Path(cfg.paths.output_dir))
+    assert results["status"] == "failed" and results["value"] == "inf"
+    assert results["error"].startswith("loss=mse cannot train a binary task")
+    assert results["overrides"] == ["data=xor", "loss=mse"]
+    assert results["choices"]["data"] == "xor" and results["wall_time_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    "overrides, worst",
+    [
+        (("optimized_mode=max",), -math.inf),
+        (("optimized_metric=val/acc",), -math.inf),
+        (("optimized_metric=val/loss",), math.inf),
+        (("+hydra.sweeper.direction=maximize",), -math.inf),
+        (("+hydra.sweeper.direction=[minimize,maximize]",), math.inf),
+        ((), math.inf),
+    ],
+)
+def test_multirun_job_worst_value_follows_the_mode(job_cfg, overrides, worst):
+    cfg = job_cfg(*overrides)
+    assert cli.run(raising(ConfigError("no")), cfg) == worst
+    assert cli.read_results(Path(cfg.paths.output_dir))["value"] == str(worst)
+
+
+def test_multirun_job_bug_is_logged_with_its_traceback_and_the_sweep_goes_on(job_cfg, caplog):
+    cfg = job_cfg("optimized_mode=max")
+    with caplog.at_level(logging.ERROR, logger="nnlab.cli"):
+        assert cli.run(raising(ZeroDivisionError("bug\nsecond line")), cfg) == -math.inf
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
+    results = cli.read_results(Path(cfg.paths.output_dir))
+    assert (
+        results["status"] == "failed" and results["error"] == "ZeroDivisionError: bug second line"
+    )
+
+
+def test_multirun_job_diverged_keeps_trains_results_and_returns_the_worst(job_cfg):
+    cfg = job_cfg("optimized_mode=min")
+    folder = Path(cfg.paths.output_dir)
+
+    def diverge(cfg):
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text('{"status": "diverged", "value": "inf"}')
+        raise Diverged("loss is nan")
+
+    assert cli.run(diverge, cfg) == math.inf
+    assert cli.read_results(folder) == {"status": "diverged", "value": "inf"}
+
+
+def write_attempt(folder: Path, status: str, overrides: list[str]) -> Path:
+    """An earlier attempt's files in a job folder: a checkpoint and results.json."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best.ckpt").write_text("weights")
+    results = {"status": status, "value": 0.75, "overrides": overrides}
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_multirun_job_done_earlier_with_the_same_overrides_is_skipped(job_cfg, caplog):
+    cfg = job_cfg("seed=1")
+    folder = write_attempt(Path(cfg.paths.output_dir), "done", ["seed=1"])
+    with caplog.at_level(logging.INFO, logger="nnlab.cli"):
+        assert cli.run(raising(AssertionError("must not run")), cfg) == 0.75
+    assert "skipped: done in an earlier run" in caplog.text
+    assert (folder / "checkpoints" / "best.ckpt").read_text() == "weights"
+
+
+@pytest.mark.parametrize("status, overrides", [("failed", ["seed=1"]), ("done", ["seed=2"])])
+def test_multirun_job_reruns_after_clearing_the_earlier_attempt(job_cfg, status, overrides):
+    cfg = job_cfg("seed=1")
+    folder = write_attempt(Path(cfg.paths.output_dir), status, overrides)
+    (folder / ".hydra").mkdir()
+    (folder / "train.log").write_text("earlier attempt\n")
+
+    def main(cfg):
+        return sorted(p.name for p in folder.iterdir())
+
+    assert cli.run(main, cfg) == [".hydra", "train.log"]  # checkpoints, results.json: gone
+    assert (folder / "train.log").read_text() == "earlier attempt\n"

@@ -1,30 +1,225 @@
-"""What the root entry points share: a user's mistake ends with one `error: …` line, not a
-traceback. Importing this module does not import torch."""
+"""What the root entry points share: how a run ends when it fails. A single run ends with one
+`error: …` line (not a traceback) for a mistake a user can fix; a multirun job that fails, for any
+reason, becomes a `status: failed` results.json and the sweep goes on; a multirun job already done
+in an earlier launch into the same sweep folder is skipped. Importing this module does not
+import torch."""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import shutil
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from nnlab.core import ConfigError, DataUnavailableError
+from nnlab.core import ConfigError, DataUnavailableError, Diverged
+from nnlab.core.hydra import hydra_choices
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# What a job folder keeps from an earlier attempt: Hydra writes .hydra/ and opens the log before
+# the job starts (the log appends, so it keeps every attempt's lines).
+KEPT = (".hydra",)
+KEPT_SUFFIX = ".log"
 
 
-def run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """Calls main(cfg), turning mistakes a user can fix into a one-line exit."""
+def run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float | None:
+    """Calls main(cfg): in a single run, a user's mistake exits with one `error: …` line; in a
+    multirun job, any failure is recorded and returns the worst value, so the sweep goes on."""
+    if not in_multirun():
+        return _single_run(main, cfg)
+    return _multirun_job(main, cfg)
+
+
+def in_multirun() -> bool:
+    """Whether this process runs a job of `-m` (a multirun), per Hydra."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def error_line(e: BaseException) -> str | None:
+    """The message a user's mistake (or a divergence) is reported by; None for anything else,
+    which is a bug and deserves its traceback."""
+    if isinstance(e, MissingMandatoryValue):  # a `???` the command line did not set
+        return f"{e.full_key} must be set, e.g. {e.full_key}=..."
+    if isinstance(e, InstantiationException) and isinstance(e.__cause__, ConfigError):
+        return str(e.__cause__)  # Hydra wraps what a constructor raises
+    if isinstance(e, ConfigError | DataUnavailableError | FileNotFoundError | Diverged):
+        return str(e)
+    return None
+
+
+def _single_run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     try:
         return main(cfg)
-    # A user's mistake, or data that cannot be had offline: the message, not a traceback.
-    except (ConfigError, DataUnavailableError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
-    except MissingMandatoryValue as e:  # a `???` in a config that the command line did not set
-        raise SystemExit(f"error: {e.full_key} must be set, e.g. {e.full_key}=...") from None
-    except InstantiationException as e:  # Hydra wraps what a constructor raises
-        if isinstance(e.__cause__, ConfigError):
-            raise SystemExit(f"error: {e.__cause__}") from None
-        raise
+    except Exception as e:
+        line = error_line(e)
+        if line is None:
+            raise
+        if not isinstance(e, Diverged):  # a diverged run keeps its folder: results.json says so
+            remove_if_untouched(output_dir(cfg))
+        raise SystemExit(f"error: {line}") from None
+
+
+def _multirun_job(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float | None:
+    folder = output_dir(cfg)
+    overrides = job_overrides()
+    done = done_results(folder, overrides) if folder else None
+    if done is not None:
+        log.info("skipped: done in an earlier run (%s)", folder)
+        return _number(done.get("value"))
+    if folder:
+        clear_attempt(folder)
+    start = time.perf_counter()
+    try:
+        return main(cfg)
+    except Exception as e:
+        line = error_line(e)
+        if line is None:  # not a mistake a user made: a bug, whose traceback goes to the log
+            log.exception("this job failed with an unexpected error")
+            line = f"{type(e).__name__}: {e}"
+        line = " ".join(line.split())  # one line in the table, whatever the message
+        log.error("error: %s", line)
+        mode = optimized_mode(cfg)
+        worst = -math.inf if mode == "max" else math.inf
+        if not isinstance(e, Diverged) and folder:  # train recorded a divergence itself
+            _write_failed(cfg, folder, line, worst, mode, overrides, time.perf_counter() - start)
+        return worst
+
+
+def output_dir(cfg: DictConfig) -> Path | None:
+    """This run's folder: Hydra's output_dir, else the config's paths.output_dir."""
+    folder = None
+    if HydraConfig.initialized():
+        folder = OmegaConf.select(
+            HydraConfig.get(), "runtime.output_dir", throw_on_missing=False, default=None
+        )
+    folder = folder or _select(cfg, "paths.output_dir")
+    return Path(folder) if folder else None
+
+
+def job_overrides() -> list[str]:
+    """This job's command-line overrides ("k=v"), as .hydra/overrides.yaml lists them."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task]
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    """cfg's value at `key`, or None when it is missing or cannot be resolved (a failed job's
+    config may be the very thing that is broken)."""
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    except Exception:
+        return None
+
+
+def optimized_mode(cfg: DictConfig) -> str:
+    """max or min for the optimized metric: the config's optimized_mode, else known from the
+    metric's name, else the Optuna sweeper's direction, else min."""
+    mode = _select(cfg, "optimized_mode")
+    if mode in ("min", "max"):
+        return mode
+    metric = _select(cfg, "optimized_metric")
+    if metric:
+        from nnlab.tasks.metrics import metric_mode  # imports torch: only when a job failed
+
+        try:
+            return metric_mode(str(metric))
+        except ConfigError:
+            pass
+    direction = OmegaConf.select(HydraConfig.get(), "sweeper.direction", default=None)
+    if direction is not None and not isinstance(direction, str):
+        direction = direction[0]  # multi-objective: its first objective
+    return "max" if str(direction).lower().startswith("max") else "min"
+
+
+def _write_failed(
+    cfg: DictConfig,
+    folder: Path,
+    line: str,
+    worst: float,
+    mode: str,
+    overrides: list[str],
+    wall_time_s: float,
+) -> None:
+    from nnlab.results import write_results  # imports torch: only when a job failed
+
+    write_results(
+        folder,
+        {
+            "status": "failed",
+            "error": line,
+            "value": worst,
+            "optimized_metric": _select(cfg, "optimized_metric"),
+            "optimized_mode": mode,
+            "val": {},
+            "test": {},
+            "epochs": None,
+            "seed": _select(cfg, "seed"),
+            "choices": hydra_choices(),
+            "wall_time_s": round(wall_time_s, 3),
+            "overrides": overrides,
+            "output_dir": str(folder),
+        },
+    )
+
+
+def read_results(folder: Path) -> dict[str, Any] | None:
+    """A run folder's results.json, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def done_results(folder: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The results of a job that an earlier launch finished in this folder with these same
+    overrides; None when it must run (never run, failed, diverged, or another job's folder)."""
+    results = read_results(folder)
+    if results and results.get("status") == "done" and results.get("overrides") == overrides:
+        return results
+    return None
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """What a run folder holds besides Hydra's .hydra/ and the logs."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.name not in KEPT and p.suffix != KEPT_SUFFIX]
+
+
+def clear_attempt(folder: Path) -> None:
+    """Removes an earlier attempt's files from a job folder (checkpoints, metrics, results), so
+    that the new attempt writes best.ckpt again rather than best-v1.ckpt beside the old one."""
+    sweep_dir = OmegaConf.select(HydraConfig.get(), "sweep.dir", default=None)
+    # Never a folder that is not strictly inside the sweep folder (a hydra.sweep.subdir of ".").
+    if not sweep_dir or Path(sweep_dir).resolve() not in folder.resolve().parents:
+        return
+    for path in _leftovers(folder):
+        log.info("removing %s (an earlier attempt's)", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_if_untouched(folder: Path | None) -> None:
+    """Removes a run folder that holds nothing but Hydra's .hydra/ and the logs: a refused input
+    leaves nothing behind."""
+    if folder and folder.is_dir() and not _leftovers(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _number(value: Any) -> float | None:
+    """A value read back from results.json ("inf", "-inf" and "nan" are written as strings)."""
+    return float(value) if isinstance(value, int | float | str) else None
