@@ -1,10 +1,19 @@
 """One clean console for a run: Lightning's duplicate handler, its advertisement and
-known-harmless warnings removed."""
+known-harmless warnings removed; the composed config shown as a tree."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.tree import Tree
+
+from nnlab.core.hydra import hydra_choices
 
 
 def setup_console() -> None:
@@ -36,3 +45,26 @@ def silence_known_warnings() -> None:
     # nnlab logs per epoch, never per step, so an epoch shorter than log_every_n_steps loses
     # nothing (Lightning warns on every small data set).
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+
+
+@rank_zero_only  # DDP's other ranks run the same script
+def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None) -> None:
+    """Prints the composed config as a tree, one branch per config group labelled with the option
+    picked (`optimizer: adam`), values resolved; saves the same text as `config_tree.txt` in
+    `save_dir`. Hydra's .hydra/config.yaml stays the machine-readable copy."""
+    choices = hydra_choices()
+    tree = Tree("config", guide_style="dim")
+    scalars = {k: v for k, v in cfg.items() if not isinstance(v, DictConfig)}
+    groups = [k for k, v in cfg.items() if isinstance(v, DictConfig)]
+    for key in groups:
+        label = f"{key}: {choices[key]}" if key in choices else str(key)
+        yaml = OmegaConf.to_yaml(cfg[key], resolve=True).rstrip() or "{}"
+        tree.add(label, style="bold").add(Syntax(yaml, "yaml", theme="ansi_dark"))
+    if scalars:
+        yaml = OmegaConf.to_yaml(OmegaConf.create(scalars), resolve=True).rstrip()
+        tree.add("run", style="bold").add(Syntax(yaml, "yaml", theme="ansi_dark"))
+    Console().print(tree)
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(save_dir) / "config_tree.txt", "w", encoding="utf-8") as f:
+            Console(file=f, width=100, no_color=True, color_system=None).print(tree)

@@ -12,7 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab.checkpoints import fetch_checkpoint_url, is_url, module_class_path, read_checkpoint
-from nnlab.console import setup_console
+from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
 from nnlab.results import print_metrics, scalar_metrics, write_results
@@ -50,6 +50,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     url = cfg.ckpt_path if is_url(cfg.ckpt_path) else None
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
     setup_console()
+    if cfg.get("print_config"):
+        print_config_tree(cfg, cfg.paths.output_dir)
     module = load_module(cfg.ckpt_path)
     if cfg.get("data"):
         # Resolved in the whole config: the data's ${seed} is eval.yaml's top-level seed.

@@ -16,7 +16,7 @@ from nnlab.checkpoints import (
     fetch_checkpoint_url,
     local_checkpoint,
 )
-from nnlab.console import setup_console
+from nnlab.console import print_config_tree, setup_console
 from nnlab.core.hydra import hydra_choices, instantiate_group
 from nnlab.results import print_metrics, scalar_metrics, write_results
 from nnlab.speed import apply_speed, data_options, frozen_heap
@@ -45,6 +45,8 @@ def train(cfg: DictConfig) -> float | None:
     saved = check_resume(cfg, resumed) if resumed else None
 
     setup_console()
+    if cfg.get("print_config"):
+        print_config_tree(cfg, cfg.paths.output_dir)
     if drawn:
         log.info("seed=null: this run drew seed=%d (pass seed=%d to repeat it)", seed, seed)
     L.seed_everything(seed, workers=True, verbose=False)
