@@ -319,17 +319,27 @@ def test_semicolon_csv_with_decimal_commas_and_an_id_like_column(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A spreadsheet's European export: ';' between fields, ',' as the decimal mark, a byte
-    order mark; a text column with a value per row is warned about (one feature per row)."""
-    lines = ["Name;Fare;Sex;Survived"]
-    lines += [f"Person {i};{7 + i % 5},25;{'fm'[i % 2]};{i % 2}" for i in range(60)]
+    order mark; a text column with a different value in every row (a name) is left out as an
+    identifier, and one with a distinct value in most training rows is warned about (one
+    feature per value)."""
+    lines = ["Name;Fare;Sex;Ticket;Survived"]
+    lines += [
+        f"Person {i};{7 + i % 5},25;{'fm'[i % 2]};T{i - i % 5 // 4};{i % 2}" for i in range(60)
+    ]
     (tmp_path / "t.csv").write_bytes(("\n".join(lines) + "\n").encode("utf-8-sig"))
     dm = CSVClassificationDataModule(path=str(tmp_path / "t.csv"), target="Survived", seed=0)
     with caplog.at_level("WARNING"):
         dm.setup()
-    assert dm.numeric_columns == ["Fare"] and dm.text_columns == ["Name", "Sex"]
+    assert dm.numeric_columns == ["Fare"] and dm.text_columns == ["Sex", "Ticket"]
     assert "Fare" in dm.feature_names and dm.spec.class_names == ("0", "1")
-    assert "text column Name has 41 distinct values in 41 training rows" in caplog.text
-    assert "data.drop=[Name]" in caplog.text and "column Sex" not in caplog.text
+    assert dm.feature_map["Name"] == "left out (identifier: a different value in every row)"
+    assert "column Name has a different value in every row (an identifier)" in caplog.text
+    distinct = dm.pipeline.categories[1]
+    assert f"text column Ticket has {len(distinct)} distinct values in 41 training rows" in (
+        caplog.text
+    )
+    assert 20 < len(distinct) < 41  # repeated tickets: no identifier, but one feature per value
+    assert "data.drop=[Ticket]" in caplog.text and "column Sex" not in caplog.text
 
 
 def test_windows_1252_csv_and_tiny_tables(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,12 +1,13 @@
 """Tables as data sets: a table whose `target` column is predicted from the others, as numbers
 to regress or as classes, with the features of nnlab.data.features fitted on the training split
-only; and any CSV file as such a table."""
+only; and any CSV file as such a table. The fitted pipeline is plain data
+(`TableDataModule.preprocessing()`), rebuilt for new rows by `table_pipeline_from_state`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule, Split
 from nnlab.data.csv_reader import read_csv
-from nnlab.data.features import Features, fit_features, is_numeric, scale_target
+from nnlab.data.features import TablePipeline, fit_pipeline, is_numeric, scale_target
 from nnlab.data.spec import TargetScale
 from nnlab.data.splits import seeded_splits
 
@@ -25,6 +26,20 @@ log = logging.getLogger(__name__)
 
 # Class names of a classification target; () for regression.
 Classes = tuple[str, ...]
+# A classification target needs this many rows per class on average: fewer, and its values are
+# measurements (prices, sizes) rather than classes.
+ROWS_PER_CLASS = 5
+# At most this many distinct values in a classification target with non-integer numbers.
+MAX_FRACTIONAL_CLASSES = 20
+
+
+def table_pipeline_from_state(state: dict[str, Any]) -> TablePipeline:
+    """The fitted pipeline of a TableDataModule's `preprocessing()` (as saved in a
+    checkpoint), to give new rows the features training gave its rows (`transform`) and to read
+    outputs in the target's own terms (`inverse_target`)."""
+    if state.get("kind") != "table":
+        raise ConfigError(f"not a table's preprocessing (kind {state.get('kind')!r})")
+    return TablePipeline.from_state(state)
 
 
 class TableDataModule(ArrayDataModule):
@@ -32,15 +47,20 @@ class TableDataModule(ArrayDataModule):
     target is (a number to regress, or a class) and where the table comes from.
 
     Features (nnlab.data.features), fitted on the training split only: numeric columns get
-    missing values imputed with the median (plus a 0/1 "was missing" column) and are
-    standardized; text columns (and those named in `categorical`) get missing values as their
-    own category and are one-hot encoded, categories unseen in training encoding as all zeros.
-    Rows without a target are left out (with a warning).
+    missing and infinite values imputed with the median (plus a 0/1 "was missing" column) and
+    are standardized; date columns become numbers (year, month, day of year, days since the
+    first training date) treated the same way; text columns (and those named in `categorical`)
+    get missing values as their own category and are one-hot encoded, categories unseen in
+    training encoding as all zeros. Identifiers (a different value in every row: text, or
+    integers under a name such as id) are left out with a warning. Rows without a target are
+    left out (with a warning).
 
     Args:
         target: the column to predict.
-        drop: columns that are not features (e.g. an Id).
+        drop: columns that are not features (e.g. a leak).
         categorical: numeric-looking columns that are codes, to one-hot encode (e.g. MSSubClass).
+        keep: columns used as they read (numbers, or text one-hot encoded), never taken for an
+            identifier or a date.
     """
 
     def __init__(
@@ -48,17 +68,23 @@ class TableDataModule(ArrayDataModule):
         target: str,
         drop: Sequence[str] = (),
         categorical: Sequence[str] = (),
+        keep: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not target:
             raise ConfigError("data.target must name the column to predict")
         self.target, self.drop, self.categorical = target, list(drop), list(categorical)
-        # Filled by load(): the columns used as numbers and as categories, and the names of
-        # the resulting features (one-hot columns as <column>_<category>).
+        self.keep = list(keep)
+        # Filled by load(): the fitted pipeline; the columns used as numbers, dates and
+        # categories; the names of the features (one-hot columns as <column>_<category>), and
+        # which features each column became (or why none: the feature map of results.json).
+        self.pipeline: TablePipeline | None = None
         self.numeric_columns: list[str] = []
+        self.date_columns: list[str] = []
         self.text_columns: list[str] = []
         self.feature_names: list[str] = []
+        self.feature_map: dict[str, list[str] | str] = {}
 
     # -- what a subclass provides ------------------------------------------------------------
     def read_table(self) -> pd.DataFrame:
@@ -71,8 +97,9 @@ class TableDataModule(ArrayDataModule):
         return type(self).__name__
 
     def read_targets(self, table: pd.DataFrame) -> tuple[np.ndarray, Classes]:
-        """The target column as an array (NaN where missing) and the class names (none for
-        regression); raises ConfigError when it cannot hold this task's targets."""
+        """The target column as an array (NaN where missing, ±inf where infinite) and the
+        class names (none for regression); raises ConfigError when it cannot hold this task's
+        targets."""
         raise NotImplementedError
 
     def target_tensor(self, y: np.ndarray, train: np.ndarray) -> torch.Tensor:
@@ -90,15 +117,7 @@ class TableDataModule(ArrayDataModule):
         table = self.read_table()
         self._check_columns(list(table.columns))
         y, classes = self.read_targets(table)
-        present = ~np.isnan(y)
-        if not present.all():
-            log.warning(
-                "%s: %d rows have no %s and are left out",
-                self.describe_source(),
-                int((~present).sum()),
-                self.target,
-            )
-            table, y = table[present], y[present]
+        table, y = self._rows_with_targets(table, y)
         # The seeded split the base class makes, on row indices, so that the feature pipeline
         # and the target scale can be fitted on the training rows alone.
         idx = torch.arange(len(table))
@@ -108,20 +127,50 @@ class TableDataModule(ArrayDataModule):
         train, val, test = (parts[s][0] for s in ("train", "val", "test"))
         features = self._features(table, train.numpy())
         y_t = self.target_tensor(y, train.numpy())
-        x_t = torch.from_numpy(features.x)
+        self.pipeline.target, self.pipeline.task = self.target, self.task
+        self.pipeline.class_names = list(classes)
+        scale = getattr(self, "target_scale", None)
+        self.pipeline.target_scale = None if scale is None else asdict(scale)
+        x_t = torch.from_numpy(features)
         splits = {
             name: (x_t[i], y_t[i]) for name, i in (("train", train), ("val", val), ("test", test))
         }
         return splits, classes
 
-    def _features(self, table: pd.DataFrame, train: np.ndarray) -> Features:
-        columns = [c for c in table.columns if c != self.target and c not in self.drop]
-        if not columns:
-            raise ConfigError(f"{self.describe_source()}: no feature columns are left")
-        features = fit_features(table[columns], train, self.categorical, self.describe_source())
-        self.numeric_columns, self.text_columns = features.numeric_columns, features.text_columns
-        self.feature_names = features.names
+    def _rows_with_targets(
+        self, table: pd.DataFrame, y: np.ndarray
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """The rows whose target is present and finite; the others are left out with a
+        warning that counts them."""
+        missing, infinite = np.isnan(y), np.isinf(y)
+        if not (missing.any() or infinite.any()):
+            return table, y
+        said = [f"{int(missing.sum())} have no {self.target}"] if missing.any() else []
+        said += [f"{int(infinite.sum())} an infinite one"] if infinite.any() else []
+        log.warning("%s: rows left out: %s", self.describe_source(), ", ".join(said))
+        keep = ~(missing | infinite)
+        if not keep.any():
+            raise ConfigError(f"{self.describe_source()}: no row has a finite {self.target}")
+        return table[keep], y[keep]
+
+    def _features(self, table: pd.DataFrame, train: np.ndarray) -> np.ndarray:
+        source = self.describe_source()
+        columns = table.drop(columns=[self.target])
+        self.pipeline, features = fit_pipeline(
+            columns, train, self.drop, self.categorical, self.keep, source
+        )
+        pipeline = self.pipeline
+        self.numeric_columns, self.text_columns = pipeline.numbers, pipeline.text
+        self.date_columns = list(pipeline.dates)
+        self.feature_names = pipeline.names
+        self.feature_map = pipeline.feature_map()
         return features
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The fitted table pipeline as plain data, with "kind": "table" (see
+        ArrayDataModule.preprocessing; `table_pipeline_from_state` rebuilds it)."""
+        base = super().preprocessing()
+        return {**base, **self.pipeline.state(), "kind": "table"}
 
     def _check_columns(self, header: list[str]) -> None:
         cols = ", ".join(header)
@@ -130,15 +179,18 @@ class TableDataModule(ArrayDataModule):
                 f"data.target={self.target} is not a column of {self.describe_source()}; "
                 f"its columns: {cols}"
             )
-        for key, names in (("drop", self.drop), ("categorical", self.categorical)):
+        named = (("drop", self.drop), ("categorical", self.categorical), ("keep", self.keep))
+        for key, names in named:
             unknown = [n for n in names if n not in header]
             if unknown:
                 raise ConfigError(
                     f"data.{key} names {', '.join(unknown)}, not columns of "
                     f"{self.describe_source()}; its columns: {cols}"
                 )
-        if self.target in self.drop or self.target in self.categorical:
-            raise ConfigError(f"data.target={self.target} cannot also be in data.drop/categorical")
+        if self.target in (*self.drop, *self.categorical, *self.keep):
+            raise ConfigError(
+                f"data.target={self.target} cannot also be in data.drop/categorical/keep"
+            )
 
 
 class RegressionTableDataModule(TableDataModule):
@@ -180,7 +232,7 @@ class RegressionTableDataModule(TableDataModule):
                 f"predicts classes). Numeric columns: {', '.join(numeric) or 'none'}"
             )
         y = column.to_numpy(np.float64, na_value=np.nan)
-        present = y[~np.isnan(y)]
+        present = y[np.isfinite(y)]
         if self.log_target and (present <= 0).any():
             raise ConfigError(
                 f"data.log_target=true needs {self.target} > 0, but its minimum is "
@@ -221,9 +273,28 @@ class ClassificationTableDataModule(TableDataModule):
                 f"data.target={self.target} in {self.describe_source()} holds "
                 f"{len(values)} class ({', '.join(values)}); classification needs at least two"
             )
+        self._check_class_count(values, numbers, int(cells.notna().sum()))
         index = {v: i for i, v in enumerate(values)}
         y = cells.map(index).to_numpy(np.float64, na_value=np.nan)
         return y, tuple(values)
+
+    def _check_class_count(self, values: list[str], numbers: pd.Series, rows: int) -> None:
+        """Raises ConfigError for a target that holds measurements rather than classes: fewer
+        than ROWS_PER_CLASS rows per distinct value, or more than MAX_FRACTIONAL_CLASSES
+        numbers with fractions."""
+        fractional = not numbers.isna().any() and bool((numbers != numbers.round()).any())
+        too_many = len(values) * ROWS_PER_CLASS > rows
+        if not too_many and not (fractional and len(values) > MAX_FRACTIONAL_CLASSES):
+            return
+        examples = ", ".join(values[:3])
+        why = (
+            f"fewer than {ROWS_PER_CLASS} rows per class" if too_many else "numbers with fractions"
+        )
+        raise ConfigError(
+            f"data.target={self.target} in {self.describe_source()} holds {len(values):,} "
+            f"distinct values in {rows:,} rows ({examples}, …): {why}, a number to predict "
+            f"rather than a class; use the regression data module: data=house_prices_csv"
+        )
 
     def target_tensor(self, y: np.ndarray, train: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(y.astype(np.int64))
