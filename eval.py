@@ -1,20 +1,7 @@
-"""Test a checkpoint written by train.py: `python eval.py ckpt_path=<path>`; see README.md."""
+"""Test a checkpoint written by train.py: `python eval.py ckpt_path=<path>`; see README.md.
+The same as `nnlab-eval` or `nnlab eval` after a `pip install`: one app, in nnlab.entry."""
 
-import hydra
-from omegaconf import DictConfig
-
-from nnlab import cli
-from nnlab.core.hydra import register_resolvers
-
-register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
-def main(cfg: DictConfig) -> dict[str, float]:
-    from nnlab.evaluate import evaluate
-
-    return cli.run(evaluate, cfg)
-
+from nnlab.entry import evaluate
 
 if __name__ == "__main__":
-    main()
+    evaluate()

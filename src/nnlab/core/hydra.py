@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> str:
+    """The folder of configs every entry point composes: the repository's configs/ in a source
+    checkout (so edits there take effect at once), else the copy a wheel installs inside the
+    package (setup.py puts it there)."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parents[1] / "configs"
+    if package.parent.name == "src" and (checkout / "train.yaml").is_file():
+        return str(checkout)
+    return str(package / "configs")
 
 
 def register_resolvers() -> None:
