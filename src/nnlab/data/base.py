@@ -19,6 +19,8 @@ from nnlab.data.spec import DataSpec
 from nnlab.data.splits import Split, seeded_splits
 
 NORMALIZE = ("global", "feature", "none")
+# The key of a datamodule's state in checkpoints (`state_dict`) that holds its `preprocessing()`.
+PREPROCESSING_KEY = "nnlab_preprocessing"
 # resident=auto keeps the splits on a GPU when together they take at most this share of its
 # free memory, leaving the rest to activations, the optimizer and other processes.
 RESIDENT_GPU_SHARE = 0.5
@@ -81,6 +83,8 @@ class ArrayDataModule(L.LightningDataModule):
         # Raw splits as loaded (uint8 images stay uint8); loaders normalize batches on the fly.
         self.splits: dict[str, Split] = {}
         self.normalizer: Normalize | None = None
+        # The training split's normalization statistics (mean, std), for `preprocessing()`.
+        self.statistics: tuple[torch.Tensor, torch.Tensor] | None = None
         # The splits' copies on the training device, made once: {split: (device, x, y)}.
         self._on_device: dict[str, tuple[torch.device, torch.Tensor, torch.Tensor]] = {}
         self.spec: DataSpec | None = None
@@ -107,6 +111,7 @@ class ArrayDataModule(L.LightningDataModule):
         splits = seeded_splits(raw, self.val_fraction, self.test_fraction, self.seed)
         train = splits["train"] = self.corrupt_train(splits["train"])
         mean, std = self._statistics(train[0])
+        self.statistics = None if self.normalize == "none" else (mean, std)
         self.normalizer = None if self.normalize == "none" else Normalize.from_stats(mean, std)
         self.splits = splits
         y = train[1]
@@ -117,6 +122,33 @@ class ArrayDataModule(L.LightningDataModule):
         else:
             num_outputs = len(class_names)
         self.spec = DataSpec(self.task, tuple(train[0].shape[1:]), num_outputs, class_names)
+
+    # -- what predict.py needs, saved in checkpoints --------------------------------------------
+    def preprocessing(self) -> dict[str, Any]:
+        """How a raw input becomes what the model sees, as plain data (lists, floats, str), so a
+        checkpoint holding it is read with weights only: {"kind": "array", "normalize": {"mean",
+        "std"} or None, "image": {"size", "grayscale", "range"} or None}. `image` is there for
+        square inputs of 1 or 3 channels: an image file, decoded to that size and mode
+        (nnlab.data.images.decode_image), has its 0..255 grey levels mapped onto `range`, the
+        value range of the stored training inputs ([0, 255] for uint8 pixels)."""
+        if self.spec is None:
+            self.setup()
+        stats = self.statistics
+        normalize = None if stats is None else {"mean": stats[0].tolist(), "std": stats[1].tolist()}
+        return {"kind": "array", "normalize": normalize, "image": self._image_format()}
+
+    def _image_format(self) -> dict[str, Any] | None:
+        """The image entry of `preprocessing()` (None: the inputs are not square images)."""
+        shape = self.spec.input_shape if self.spec is not None else ()
+        if len(shape) != 3 or shape[0] not in (1, 3) or shape[1] != shape[2]:
+            return None
+        x = self.splits["train"][0]
+        low, high = (0.0, 255.0) if x.dtype == torch.uint8 else (float(x.min()), float(x.max()))
+        return {"size": shape[1], "grayscale": shape[0] == 1, "range": [low, high]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning saves in checkpoints under this class's name: the preprocessing."""
+        return {PREPROCESSING_KEY: self.preprocessing()}
 
     def _statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.float()

@@ -278,6 +278,10 @@ class ImageFolderDataModule(RemoteDataModule):
     def prepare_files(self) -> None:
         self._cached()
 
+    def preprocessing(self) -> dict[str, Any]:
+        """As ArrayDataModule's, kind "image": an image file is decoded as the folder's were."""
+        return {**super().preprocessing(), "kind": "image"}
+
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         data = self._cached()
         classes = tuple(data["classes"])

@@ -1,0 +1,214 @@
+"""predict.py: a checkpoint predicts new inputs with the preprocessing it was trained with, so
+its predictions are the outputs the model gave the same rows in evaluation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from nnlab.core import ConfigError
+from nnlab.core.hydra import register_resolvers
+from nnlab.data.base import PREPROCESSING_KEY
+from nnlab.data.images import find_images
+from nnlab.evaluate import load_module
+from nnlab.predict import UNDECODABLE, predict
+from nnlab.train import train
+
+from .conftest import CONFIG_DIR, run_script
+
+QUIET = ("logger=none", "diagnostics=none", "trainer.max_epochs=1")
+
+
+def predict_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
+    """configs/predict.yaml with overrides, its run folder in tmp_path, no progress bar."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("predict", overrides=[*overrides, f"paths.output_dir={tmp_path}/predict"])
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.progress = False
+    return cfg
+
+
+def fit(make_cfg, *overrides: str) -> tuple[str, object]:
+    """Trains a small model in-process; returns its best checkpoint and the datamodule built
+    again from the run's data config (its splits are the ones the run used)."""
+    from hydra.utils import instantiate
+
+    cfg = make_cfg(*QUIET, "model.hidden_sizes=[16]", *overrides)
+    train(cfg)
+    (ckpt,) = Path(cfg.paths.output_dir, "checkpoints").glob("best.ckpt")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup()
+    return str(ckpt), datamodule
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def model_probabilities(ckpt: str, x: torch.Tensor, datamodule) -> torch.Tensor:
+    """The class probabilities the trained module gives the inputs x as its datamodule
+    normalizes them: what eval.py sees."""
+    module = load_module(ckpt).eval()
+    with torch.no_grad():
+        out = module(datamodule.normalizer(x)).double()
+    if module.spec.task == "binary":
+        p1 = torch.sigmoid(out.squeeze(-1))
+        return torch.stack([1 - p1, p1], dim=-1)
+    return torch.softmax(out, dim=-1)
+
+
+def probabilities(rows: list[dict[str, str]], classes: list[str]) -> torch.Tensor:
+    return torch.tensor(
+        [[float(r[f"probability_{c}"]) for c in classes] for r in rows], dtype=torch.float64
+    )
+
+
+def test_mnist_style_images_predict_what_the_model_gave_the_test_split(make_cfg, tmp_path):
+    ckpt, dm = fit(
+        make_cfg, "data=synthetic_mnist", "data.n_train=400", "data.n_test=60", "model=mlp"
+    )
+    x_test = dm.splits["test"][0]  # (60, 1, 28, 28) uint8
+    folder = tmp_path / "digits"
+    (folder / "more").mkdir(parents=True)
+    for i, image in enumerate(x_test):
+        sub = folder / "more" if i % 2 else folder
+        Image.fromarray(image[0].numpy()).save(sub / f"{i:03d}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "chosen" / "preds.csv"
+    cfg = predict_cfg(
+        tmp_path, f"ckpt_path={ckpt}", f"input={folder}", "all_probabilities=true",
+        f"output={out}", "batch_size=16",
+    )  # fmt: skip
+    assert predict(cfg) == str(out)
+    rows = {r["input"]: r for r in read_rows(out)}
+    assert rows.pop("broken.png")["error"] == UNDECODABLE
+    names = [f"{'more/' if i % 2 else ''}{i:03d}.png" for i in range(len(x_test))]
+    ordered = [rows[n] for n in names]
+    classes = [str(c) for c in range(10)]
+    expected = model_probabilities(ckpt, x_test, dm)
+    got = probabilities(ordered, classes)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert [r["prediction"] for r in ordered] == [classes[i] for i in expected.argmax(-1)]
+    assert [float(r["probability"]) for r in ordered] == pytest.approx(
+        expected.max(-1).values.tolist(), rel=1e-5
+    )
+    assert all(r["error"] == "" for r in ordered)
+    assert not (tmp_path / "predict").exists()  # output= chose the file
+
+
+def test_arrays_and_csv_of_numbers_predict_what_the_model_gave(make_cfg, tmp_path):
+    ckpt, dm = fit(make_cfg, "data=digits")
+    x_test = dm.splits["test"][0]  # (N, 1, 8, 8) floats 0..16
+    np.save(tmp_path / "digits.npy", x_test.numpy())
+    table = tmp_path / "digits.csv"
+    header = ",".join(f"pixel{i}" for i in range(64))
+    np.savetxt(
+        table, x_test.reshape(len(x_test), -1).numpy(), "%g", ",", header=header, comments=""
+    )
+    expected = model_probabilities(ckpt, x_test, dm)
+    for name in ("digits.npy", "digits.csv"):
+        cfg = predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={tmp_path / name}")
+        rows = read_rows(predict(cfg))
+        assert [r["input"] for r in rows] == [str(i) for i in range(len(x_test))]
+        assert [r["prediction"] for r in rows] == [str(int(i)) for i in expected.argmax(-1)]
+        assert [float(r["probability"]) for r in rows] == pytest.approx(
+            expected.max(-1).values.tolist(), rel=1e-5
+        )
+        assert "probability_0" not in rows[0]  # all_probabilities=false
+    # An image of a digit: 0..255 grey levels mapped onto the training range 0..16.
+    png = tmp_path / "seven.png"
+    Image.fromarray((x_test[0, 0] * 255 / 16).round().byte().numpy()).save(png)
+    (row,) = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={png}")))
+    assert row["input"] == str(png) and row["prediction"] == str(int(expected[0].argmax()))
+
+    short = tmp_path / "short.csv"
+    short.write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="has 2 columns; the model takes 64 numbers per input"):
+        predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={short}"))
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 7)))
+    with pytest.raises(ConfigError, match=r"shape \[3, 7\]; the model takes inputs of shape"):
+        predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={tmp_path / 'wrong.npy'}"))
+
+
+def make_pets(root: Path) -> None:
+    """Small photos of two classes, of other sizes and shapes than the model's input (cropped
+    and resized as in training), and a file that does not decode (skipped by training)."""
+    g = np.random.default_rng(0)
+    for label, (name, tint) in enumerate((("cat", (200, 80, 40)), ("dog", (40, 90, 200)))):
+        (root / name).mkdir(parents=True)
+        for i in range(24):
+            size = (20 + 3 * i % 17, 18 + i % 9)  # (width, height)
+            noise = g.integers(0, 120, (size[1], size[0], 3))
+            pixels = np.clip(np.array(tint) + noise - 60 * label, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "dog" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+
+
+def test_image_folder_predictions_equal_the_decoded_training_images(make_cfg, tmp_path):
+    root = tmp_path / "pets"
+    make_pets(root)
+    ckpt, dm = fit(
+        make_cfg, "data=cats_vs_dogs", f"data.root={root}", "data.image_size=12",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    checkpoint = torch.load(ckpt, weights_only=True)
+    prep = checkpoint["CatsVsDogsDataModule"][PREPROCESSING_KEY]
+    assert prep["kind"] == "image" and prep["image"] == {
+        "size": 12, "grayscale": False, "range": [0.0, 255.0]
+    }  # fmt: skip
+    rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={root}")))
+    by_name = {r["input"]: r for r in rows}
+    assert by_name.pop("dog/truncated.jpg")["error"] == UNDECODABLE
+    # Every image the training run decoded (its cache, in find_images' order), as eval sees it.
+    decoded = dm._cached()["splits"]["train"]["x"]
+    files = [f for f in find_images(root).files if f.name != "truncated.jpg"]
+    expected = model_probabilities(ckpt, decoded, dm)
+    names = [str(f.relative_to(root)) for f in files]
+    assert [by_name[n]["prediction"] for n in names] == [
+        ("cat", "dog")[i] for i in expected.argmax(-1)
+    ]
+    got = [float(by_name[n]["probability"]) for n in names]
+    assert got == pytest.approx(expected.max(-1).values.tolist(), rel=1e-5)
+
+
+def test_refusals_name_the_problem(make_cfg, tmp_path):
+    ckpt, _ = fit(make_cfg, "data=xor")
+    with pytest.raises(ConfigError, match="this model does not take images"):
+        png = tmp_path / "x.png"
+        Image.new("L", (4, 4)).save(png)
+        predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={png}"))
+    with pytest.raises(FileNotFoundError, match="input=nowhere.csv: no such file or folder"):
+        predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", "input=nowhere.csv"))
+    # A checkpoint saved without the preprocessing (before predict.py existed).
+    old = torch.load(ckpt, weights_only=True)
+    del old["XORDataModule"]
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(ConfigError, match="holds no preprocessing"):
+        predict(predict_cfg(tmp_path, f"ckpt_path={tmp_path / 'old.ckpt'}", f"input={png}"))
+
+
+def test_predict_py_writes_predictions_into_its_run_folder(make_cfg, tmp_path):
+    ckpt, dm = fit(make_cfg, "data=xor")
+    points = tmp_path / "points.csv"
+    points.write_text("x1,x2\n0,1\n1,1\n0.05,-0.02\n")
+    proc = run_script(
+        "predict.py", f"ckpt_path={ckpt}", f"input={points}", "progress=false", cwd=tmp_path
+    )
+    (run,) = (tmp_path / "logs" / "predict" / "runs").iterdir()
+    assert f"predictions: {run / 'predictions.csv'} (3 inputs, 0 unreadable)" in proc.stdout
+    rows = read_rows(run / "predictions.csv")
+    assert [r["input"] for r in rows] == ["0", "1", "2"]
+    assert all(r["prediction"] in ("0", "1") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
