@@ -1,0 +1,52 @@
+"""Optuna search (configs/hparams_search, `hydra/sweeper=optuna`): what the sweeper
+(hydra_plugins.nnlab_optuna_sweeper) and its jobs share through the study's storage. Importing
+this package imports neither torch nor optuna: the sweeper runs in the launching process."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# User attributes of a trial: the job that runs it (its sweep folder and job number, which
+# together name one job even when several workers share a study), and the validation at which
+# the study's pruner stopped it.
+SWEEP_DIR = "nnlab_sweep_dir"
+JOB_NUM = "nnlab_job_num"
+PRUNED_AT = "nnlab_pruned_at"
+
+
+def worst_value(direction: str) -> float:
+    """The value a failed or diverged trial gets: worse than any finite one for `direction`
+    (maximize/max or minimize/min)."""
+    return -float("inf") if direction.startswith("max") else float("inf")
+
+
+def mark_results_pruned(output_dir: str | Path, pruned_at: int) -> bool:
+    """Sets results.json's status to "pruned" in a job's folder (atomically, like
+    nnlab.results.write_results); False when the job left no results.json."""
+    path = Path(output_dir) / "results.json"
+    if not path.is_file():
+        return False
+    results = json.loads(path.read_text())
+    results.update(status="pruned", pruned_at=pruned_at)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return True
+
+
+def open_storage(url: str) -> Any:
+    """The study's storage for an Optuna storage URL. SQLite: its folder is made, and a writer
+    waits up to a minute for the file's lock instead of SQLite's 5 s, since the sweeper, its
+    parallel jobs and other workers of the study write to one file."""
+    import optuna  # here, not at the top: this package is imported where optuna may be absent
+
+    if not url.startswith("sqlite:///"):
+        return url
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
