@@ -15,6 +15,7 @@ from nnlab.checkpoints import fetch_checkpoint_url, is_url, module_class_path, r
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
+from nnlab.ddp import job_processes
 from nnlab.results import print_metrics, scalar_metrics, write_results
 from nnlab.tasks.base import TaskModule
 from nnlab.tracking import instantiate_loggers, log_config, tracking
@@ -74,7 +75,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with tracking(loggers):  # W&B runs end as finished, or failed if testing raises
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
         log_config(loggers, cfg)
-        metrics = scalar_metrics(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+        with job_processes(trainer):  # DDP in a multirun: its processes run this job alone
+            metrics = scalar_metrics(trainer.test(module, datamodule=datamodule, verbose=False)[0])
         if trainer.is_global_zero:
             write_results(
                 cfg.paths.output_dir,

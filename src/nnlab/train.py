@@ -18,6 +18,7 @@ from nnlab.checkpoints import (
 )
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core.hydra import hydra_choices, instantiate_group
+from nnlab.ddp import job_processes
 from nnlab.results import print_metrics, scalar_metrics, write_results
 from nnlab.speed import apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
@@ -68,7 +69,8 @@ def train(cfg: DictConfig) -> float | None:
     with tracking(loggers):  # W&B runs end as finished, or failed if anything below raises
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         log_config(loggers, cfg)
-        return fit_and_test(cfg, trainer, module, datamodule, task)
+        with job_processes(trainer):  # DDP in a multirun: its processes run this job alone
+            return fit_and_test(cfg, trainer, module, datamodule, task)
 
 
 def fit_and_test(

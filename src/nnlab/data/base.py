@@ -205,7 +205,8 @@ class ArrayDataModule(L.LightningDataModule):
         else:
             size = max(self.eval_batch_size, 1)
         device, replicas, rank = self._placement()
-        order = BatchOrder(shuffle=train, seed=self.seed, num_replicas=replicas, rank=rank)
+        # Training pads shards to equal length (DDP steps together); evaluation counts each once.
+        order = BatchOrder(train, self.seed, replicas, rank, pad=train)
         if self.is_resident(device):
             x, y = self._device_split(split, device)
             norm = None if self.normalizer is None else self.normalizer.to(device)

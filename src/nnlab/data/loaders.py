@@ -10,8 +10,11 @@ Two loaders, chosen by the datamodule (`ArrayDataModule.resident`):
   whole batches (again no per-sample Python) into pinned memory, for data too large for the
   device's memory budget; Lightning copies each batch to the device.
 
-Both shard exactly like `torch.utils.data.DistributedSampler` under DDP (same seed + epoch
-permutation, padded to equal length, rank-strided), so results do not depend on the loader.
+Both shard training splits exactly like `torch.utils.data.DistributedSampler` under DDP (same
+seed + epoch permutation, padded to equal length, rank-strided), so results do not depend on the
+loader. Evaluation splits are sharded without padding: the ranks' shards hold every sample
+exactly once (one rank may have one sample more), so that metrics summed over the ranks are a
+single process's (see nnlab.tasks.metrics.EpochSums).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class BatchOrder:
         seed: seeds the permutations (epoch e uses seed + e).
         num_replicas, rank: DDP sharding; each rank reads its own shard.
         drop_last: drop the tail that does not divide among the ranks, instead of padding.
+        pad: give every rank as many samples by repeating the first ones (training: DDP's
+            gradient all-reduce needs every rank to take the same steps); False: uneven shards
+            holding each sample exactly once (evaluation: metrics count no sample twice).
     """
 
     shuffle: bool = False
@@ -42,6 +48,7 @@ class BatchOrder:
     num_replicas: int = 1
     rank: int = 0
     drop_last: bool = False
+    pad: bool = True
 
 
 class EpochPermutation:
@@ -49,7 +56,8 @@ class EpochPermutation:
 
     Identical to DistributedSampler's: shuffled by a CPU generator seeded with seed + epoch,
     padded by repeating the first indices to a multiple of `num_replicas` (or truncated with
-    `drop_last`), then every `num_replicas`-th index from `rank`. Lightning calls `set_epoch`
+    `drop_last`; or neither without `pad`: the first n % num_replicas ranks then read one
+    sample more), then every `num_replicas`-th index from `rank`. Lightning calls `set_epoch`
     on a loader's `sampler` at each epoch start, so a resumed run sees the same order as an
     uninterrupted one. The permutation (n int64s, once per epoch) is made on the CPU so that it
     matches DistributedSampler bit for bit on any device, then copied to the device.
@@ -63,9 +71,13 @@ class EpochPermutation:
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, order.drop_last
         if order.drop_last and n % num_replicas:
             self.num_samples = n // num_replicas
-        else:
+            self.total_size = self.num_samples * num_replicas
+        elif order.pad:
             self.num_samples = -(-n // num_replicas)
-        self.total_size = self.num_samples * num_replicas
+            self.total_size = self.num_samples * num_replicas
+        else:  # rank r reads indices r, r + num_replicas, ... below n
+            self.num_samples = len(range(rank, n, num_replicas))
+            self.total_size = n
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -26,7 +26,13 @@ from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
 from nnlab.speed.optim import optimizer_options
 from nnlab.speed.steps import StepRunner
-from nnlab.tasks.metrics import EpochSums, check_monitor, metric_mode
+from nnlab.tasks.metrics import (
+    SAME_ON_EVERY_RANK,
+    EpochSums,
+    check_monitor,
+    metric_mode,
+    sum_over_ranks,
+)
 
 STAGES = ("train", "val", "test")
 
@@ -137,18 +143,16 @@ class TaskModule(L.LightningModule):
 
     # -- once per epoch -----------------------------------------------------------------------
     def _log_epoch(self, stage: str) -> dict[str, Tensor]:
-        """Logs and resets the stage's epoch metrics; returns the logged values."""
+        """Logs and resets the stage's epoch metrics; returns the logged values. Under DDP they
+        are over all ranks' samples, the same on every rank (EpochSums sums over the ranks,
+        torchmetrics syncs its states itself)."""
+        means = self.sums.means(stage, sum_over_ranks(self.trainer, self.device))
         values = {}
         if stage != "train":
             metrics = self.metrics[f"{stage}_metrics"]
-            # torchmetrics syncs its states across ranks itself.
-            values = metrics.compute() if self.sums.samples[stage] else {}
+            values = metrics.compute() if means else {}  # no means: no rank had a sample
             metrics.reset()
-            self.log_dict(values)
-        # Every rank sees as many samples (sharding pads), so the mean over ranks of the
-        # per-rank means is the mean over all samples.
-        means = self.sums.means(stage)
-        self.log_dict(means, sync_dist=True)
+        self.log_dict({**values, **means}, **SAME_ON_EVERY_RANK)
         return {**values, **means}
 
     def on_train_epoch_end(self) -> None:
@@ -161,7 +165,7 @@ class TaskModule(L.LightningModule):
         if self.trainer.sanity_checking or self.monitor not in values:
             return
         self.best.update(values[self.monitor])
-        self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
+        self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True, **SAME_ON_EVERY_RANK)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

@@ -3,9 +3,11 @@ checkpoint, and the epoch sums that training and evaluation steps add to."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from nnlab.core import ConfigError
 
@@ -39,11 +41,29 @@ def check_monitor(metric: str, task: str, logged: Iterable[str]) -> None:
         )
 
 
+# self.log options for a value already the same on every DDP rank: "synced" with max over the
+# ranks, which keeps it exact (a mean rounds), where logging without sync_dist makes Lightning
+# warn that epoch values should be synced.
+SAME_ON_EVERY_RANK: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
+
+
+def sum_over_ranks(trainer: Any, device: torch.device) -> Callable[[Tensor], Tensor] | None:
+    """What sums a tensor over the DDP ranks of `trainer` (moved to `device`, where the
+    backend reduces); None in a single process."""
+    if trainer.world_size == 1:
+        return None
+    return lambda t: trainer.strategy.reduce(t.to(device), reduce_op="sum")
+
+
 class EpochSums:
     """Per stage ("train", "val", "test"): sums over the epoch's samples, on the device (the
     loss × batch size, and for training a task's `train_sums`), and the sample count, on the
     host. A step adds to them without reading anything back; the epoch's means are computed
-    once, at its end."""
+    once, at its end.
+
+    Under DDP the means are over every rank's samples: the sums and counts are summed over the
+    ranks first (`means(stage, reduce)`), never averaged as per-rank means, so ranks holding
+    different numbers of samples (unpadded evaluation shards) weigh each sample once."""
 
     def __init__(self, stages: Iterable[str]) -> None:
         self.totals: dict[str, dict[str, torch.Tensor]] = {stage: {} for stage in stages}
@@ -61,14 +81,40 @@ class EpochSums:
         for name, value in sums.items():
             totals[name].add_(value)
 
-    def means(self, stage: str) -> dict[str, torch.Tensor]:
-        """The stage's epoch means ({"val/loss": ...}; none without samples), then zeroes it."""
-        n = self.samples[stage]
-        totals = self.totals[stage]
+    def means(
+        self, stage: str, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The stage's epoch means ({"val/loss": ...}; none without samples), then zeroes it.
+
+        reduce: sums a tensor over the DDP ranks (`sum_over_ranks`), called once
+        on every rank with the totals and the count packed together; None: one process. Every
+        rank then returns the same means, over all ranks' samples. A rank without samples
+        contributes zeros (it must still call this: the reduction is collective)."""
+        totals, n = self.totals[stage], self.samples[stage]
+        if reduce is not None:
+            totals, n = self._summed(totals, n, reduce)
         means = {f"{stage}/{name}": total / n for name, total in totals.items()} if n else {}
         self.zero(stage)
         self.samples[stage] = 0
         return means
+
+    def _summed(
+        self,
+        totals: dict[str, torch.Tensor],
+        n: int,
+        reduce: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """(totals, count) summed over the ranks in one collective. float64 holds counts and
+        float32 sums exactly; the sums go back to float32 so that dividing them rounds as one
+        process's float32 totals do (a count of correct answers gives the same accuracy)."""
+        if "loss" not in totals:  # no sample on this rank (evaluation shards are uneven)
+            device = next((t.device for t in totals.values()), None)
+            totals = {"loss": torch.zeros((), dtype=torch.float32, device=device)}
+        names = list(totals)
+        packed = torch.stack([totals[name].double() for name in names])
+        packed = reduce(torch.cat([packed, packed.new_tensor([n])]))
+        summed = packed[:-1].float()
+        return dict(zip(names, summed, strict=True)), int(packed[-1].item())
 
     def zero(self, stage: str) -> None:
         """Zeroes the stage's totals in place (a captured step holds their addresses)."""
