@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,10 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """Peak RSS so far in MiB (NaN on Windows, which has no getrusage)."""
+    from nnlab.speed.report import peak_rss_mib
+
+    return peak_rss_mib()
 
 
 def measure(csv: Path) -> dict[str, float]:

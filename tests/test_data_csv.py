@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,5 +116,7 @@ def test_the_setup_benchmark_measures_a_small_table(tmp_path: Path, capsys) -> N
     run = json.loads(next(line for line in lines if line.startswith("{")))
     assert run["module"] == "nnlab.data.tables.CSVClassificationDataModule"
     assert run["features"] == 784 and run["train_rows"] == 204  # 300 − 60 test − 36 val
-    assert run["seconds"] > 0 and run["peak_rss_mb"] >= run["rss_imports_mb"]
+    assert run["seconds"] > 0
+    if sys.platform != "win32":  # Windows has no getrusage: the benchmark reports NaN there
+        assert run["peak_rss_mb"] >= run["rss_imports_mb"] > 0
     assert "setup" in lines[-1] and "peak RSS" in lines[-1]

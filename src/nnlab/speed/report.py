@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +18,16 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from nnlab.data.loaders import BatchGroup
 
 log = logging.getLogger(__name__)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB (NaN where the OS does not say: Windows)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else kB
 
 
 class SpeedReport(Callback):
@@ -50,7 +60,7 @@ class SpeedReport(Callback):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.time() - self.first_step
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        rss = peak_rss_mib()
         gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
         log.info(
             "speed: %d samples in %.2f s (%.0f samples/s, validation included); peak RSS %.0f MiB;"
