@@ -63,7 +63,8 @@ def model_probabilities(ckpt: str, x: torch.Tensor, datamodule) -> torch.Tensor:
     normalizes them: what eval.py sees."""
     module = load_module(ckpt).eval()
     with torch.no_grad():
-        out = module(datamodule.normalizer(x)).double()
+        norm = datamodule.normalizer
+        out = module(x if norm is None else norm(x)).double()
     if module.spec.task == "binary":
         p1 = torch.sigmoid(out.squeeze(-1))
         return torch.stack([1 - p1, p1], dim=-1)
@@ -190,7 +191,7 @@ def test_refusals_name_the_problem(make_cfg, tmp_path):
         png = tmp_path / "x.png"
         Image.new("L", (4, 4)).save(png)
         predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={png}"))
-    with pytest.raises(FileNotFoundError, match="input=nowhere.csv: no such file or folder"):
+    with pytest.raises(FileNotFoundError, match=r"input=nowhere\.csv: no such file or folder"):
         predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", "input=nowhere.csv"))
     # A checkpoint saved without the preprocessing (before predict.py existed).
     old = torch.load(ckpt, weights_only=True)
@@ -201,7 +202,7 @@ def test_refusals_name_the_problem(make_cfg, tmp_path):
 
 
 def test_predict_py_writes_predictions_into_its_run_folder(make_cfg, tmp_path):
-    ckpt, dm = fit(make_cfg, "data=xor")
+    ckpt, _ = fit(make_cfg, "data=xor")
     points = tmp_path / "points.csv"
     points.write_text("x1,x2\n0,1\n1,1\n0.05,-0.02\n")
     proc = run_script(
@@ -212,3 +213,80 @@ def test_predict_py_writes_predictions_into_its_run_folder(make_cfg, tmp_path):
     rows = read_rows(run / "predictions.csv")
     assert [r["input"] for r in rows] == ["0", "1", "2"]
     assert all(r["prediction"] in ("0", "1") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
+
+
+def make_houses(path: Path, rows: int = 80) -> None:
+    """A small table of houses: numbers with gaps, a text column, a price and a class."""
+    g = np.random.default_rng(1)
+    lines = ["area,rooms,city,price,kind"]
+    for i in range(rows):
+        area = "" if i % 9 == 0 else f"{g.uniform(40, 200):.1f}"
+        rooms, city = g.integers(1, 6), ("north", "south", "east")[i % 3]
+        price = 1000 * (50 + 2 * float(area or 100) + 20 * rooms) * (1.3 if city == "south" else 1)
+        kind = ("flat", "house")[int(float(area or 100) > 110)]
+        lines.append(f"{area},{rooms},{city},{price:.0f},{kind}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def split_rows(dm, split: str) -> list[int]:
+    """The table rows (0: the first under the header) of one of the datamodule's splits: the
+    seeded split TableDataModule.load makes of the row indices."""
+    from nnlab.data.splits import seeded_splits
+
+    n = sum(len(x) for x, _ in dm.splits.values())
+    idx = torch.arange(n)
+    parts = seeded_splits({"train": (idx, idx)}, dm.val_fraction, dm.test_fraction, dm.seed)
+    return parts[split][0].tolist()
+
+
+def test_table_regression_predicts_the_test_split_in_dollars(make_cfg, tmp_path, caplog):
+    table = tmp_path / "houses.csv"
+    make_houses(table)
+    ckpt, dm = fit(
+        make_cfg, "data=house_prices_csv", f"data.path={table}", "data.target=price",
+        "data.log_target=true", "data.drop=[kind]",
+    )  # fmt: skip
+    prep = torch.load(ckpt, weights_only=True)["CSVRegressionDataModule"][PREPROCESSING_KEY]
+    assert prep["kind"] == "table" and prep["target_scale"]["log"] is True
+    rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={table}")))
+    assert len(rows) == 80 and rows[0].keys() == {"input", "prediction", "error"}
+    module = load_module(ckpt).eval()
+    with torch.no_grad():
+        out = module(dm.splits["test"][0]).squeeze(-1).double()
+    dollars = module.spec.target_scale.to_original(out)  # what eval's rmse_orig compares
+    test_rows = split_rows(dm, "test")
+    got = [float(rows[i]["prediction"]) for i in test_rows]
+    assert got == pytest.approx(dollars.tolist(), rel=1e-6)
+    assert min(got) > 1000  # dollars, not standardized log prices
+
+    # A table without a column the model needs: refused, naming it; an unknown one: a warning.
+    lines = table.read_text().splitlines()
+    short = tmp_path / "no_rooms.csv"
+    short.write_text("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != 1)
+                               for line in lines) + "\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lacks column\(s\) rooms"):
+        predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={short}"))
+    extra = tmp_path / "extra.csv"
+    extra.write_text("\n".join(f"{line},{'garden' if i == 0 else i}" for i, line in
+                               enumerate(lines)) + "\n")  # fmt: skip
+    rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={extra}")))
+    assert "never seen in training, not used: garden" in caplog.text
+    assert [float(rows[i]["prediction"]) for i in test_rows] == pytest.approx(got, rel=1e-6)
+
+
+def test_table_classification_predicts_class_names_and_probabilities(make_cfg, tmp_path):
+    table = tmp_path / "houses.csv"
+    make_houses(table)
+    ckpt, dm = fit(
+        make_cfg, "data=csv_classification", f"data.path={table}", "data.target=kind",
+        "data.drop=[price]",
+    )  # fmt: skip
+    cfg = predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={table}", "all_probabilities=true")
+    rows = read_rows(predict(cfg))
+    assert list(rows[0]) == [
+        "input", "prediction", "probability", "probability_flat", "probability_house", "error"
+    ]  # fmt: skip
+    test = [rows[i] for i in split_rows(dm, "test")]
+    expected = model_probabilities(ckpt, dm.splits["test"][0], dm)
+    assert torch.allclose(probabilities(test, ["flat", "house"]), expected, rtol=1e-6)
+    assert [r["prediction"] for r in test] == [("flat", "house")[i] for i in expected.argmax(-1)]
