@@ -28,6 +28,8 @@ from nnlab.checkpoints import local_checkpoint
 from nnlab.core import ConfigError, is_int
 from nnlab.core.arguments import check_options
 from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
+from nnlab.core.paths import check_folder
+from nnlab.core.ranges import check_ranges
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
@@ -85,6 +87,7 @@ def validate(cfg: DictConfig) -> str:
     goes to (nnlab.checks), and each component is built once without data (the model on
     placeholders) so that its own checks run now.
     """
+    check_paths(cfg)
     task = data_task(cfg.data)
     data_name = picked_option("data", cfg.data._target_.rsplit(".", 1)[-1])
     model_target = cfg.model.get("_target_")
@@ -111,12 +114,21 @@ def validate(cfg: DictConfig) -> str:
 
 def validate_eval(cfg: DictConfig) -> None:
     """eval.py's share of validate(): the seed, the trainer (keys, types, a GPU where asked for,
-    built once) and a data config given with data=<option> (keys, types, built once)."""
+    built once), a data config given with data=<option> (keys, types, built once) and the
+    paths."""
+    check_paths(cfg)
     if cfg.get("seed") is not None:
         resolve_seed(cfg.seed)
     if cfg.get("data"):
         check_data(cfg)
     check_trainer(cfg)
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Refuses a folder of the paths group (data_dir, log_dir, output_dir...) under a file."""
+    for key, value in (cfg.get("paths") or {}).items():
+        if isinstance(value, str):
+            check_folder(f"paths.{key}", value)
 
 
 def check_components(cfg: DictConfig, task: str) -> None:
@@ -175,7 +187,8 @@ def check_callbacks_and_loggers(cfg: DictConfig) -> None:
 
 def check_arguments(cfg: DictConfig, group: str, passed_in: tuple[str, ...] = ()) -> None:
     """Raises ConfigError naming the first key of `cfg` (the config of group `group`) that
-    `cfg._target_` does not take or whose value does not fit its annotation, and what is valid.
+    `cfg._target_` does not take, whose value does not fit its annotation, or whose value is
+    out of the range nnlab.core.ranges gives it; and what is valid.
 
     passed_in: arguments the code supplies itself (e.g. a model's in_features): not config keys.
     """
@@ -185,6 +198,9 @@ def check_arguments(cfg: DictConfig, group: str, passed_in: tuple[str, ...] = ()
     values = OmegaConf.to_container(cfg, resolve=True)
     options = {k: v for k, v in values.items() if not k.startswith("_")}
     check_options(options, get_class(target), group, target, passed_in)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    sources = {k: raw[k] for k in options if OmegaConf.is_interpolation(cfg, k)}
+    check_ranges(options, group, target, sources)
 
 
 def check_accelerator(accelerator: Any) -> None:

@@ -98,8 +98,7 @@ def fetch(
     Call it inside `folder_lock(folder)`. Raises DataUnavailableError naming every file that
     could not be had, where to put it and the URLs that were tried.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(folder)
     paths = {r.name: folder / r.name for r in remotes}
     failures: list[tuple[Remote, list[str]]] = []
     for remote in remotes:
@@ -125,7 +124,7 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         # written there, so there is nothing to race on; missing files still raise clearly.
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     lock = FileLock(str(folder / ".lock"))
     try:
         lock.acquire(timeout=1)
@@ -136,6 +135,20 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Makes a data folder (and its parents); one that cannot be made (no permission, a file
+    in the way, a read-only disk) is a DataUnavailableError saying where to put data instead."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataUnavailableError(
+            f"cannot make the data folder {folder}: {e.strerror or e}; put data sets where you "
+            "can write with paths.data_dir=<folder> or NNLAB_DATA_DIR"
+        ) from None
+    return folder
 
 
 def _download(remote: Remote, folder: Path, source: str, progress: bool) -> list[str]:
@@ -247,7 +260,7 @@ def extract(archive: str | Path, dest: str | Path, progress: bool = True) -> Pat
     UnsafeArchiveError.
     """
     archive, dest = Path(archive), Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dest.parent)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         if zipfile.is_zipfile(archive):

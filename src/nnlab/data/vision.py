@@ -5,6 +5,8 @@ Pixels stay uint8 until normalization."""
 from __future__ import annotations
 
 import gzip
+import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from nnlab.core import ConfigError
+from nnlab.core import ConfigError, DataUnavailableError
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract_fetched, fetch
 from nnlab.data.remote import RemoteDataModule
+
+# What reading a damaged file raises: gzip's BadGzipFile (an OSError), EOFError (a gzip stream
+# cut short), zlib.error (corrupt deflate data) and read_idx's own ValueError (bad header or size).
+DAMAGE = (gzip.BadGzipFile, EOFError, zlib.error, ValueError)
 
 # IDX element types (the third magic byte) → numpy dtypes, big-endian as the format stores them.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -171,17 +177,37 @@ class MNISTDataModule(RemoteDataModule):
             )
         return found
 
+    def read(self, path: Path) -> np.ndarray:
+        """read_idx, with a file that cannot be read reported in one line: one under `root` is
+        the user's to replace; one in the download folder is removed, so that the next run
+        downloads it again."""
+        try:
+            return read_idx(path)
+        except DAMAGE as e:
+            reason = f"{type(e).__name__}: {e}" if isinstance(e, EOFError) else str(e)
+            if self.root is not None:
+                raise ConfigError(
+                    f"data.root={self.root}: {path} is damaged ({reason}): delete it, or copy "
+                    "it again from where you got it"
+                ) from None
+            path.unlink(missing_ok=True)
+            raise DataUnavailableError(
+                f"{path} is damaged ({reason}); it was removed, so the next run downloads it again"
+            ) from None
+        except OSError as e:  # e.g. no permission to read it
+            raise ConfigError(f"{path} cannot be read: {e.strerror or e}") from None
+
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         files = self._local_files() if self.root is not None else None
         splits = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
             paths = [f"{prefix}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
             if files is None:
-                images, labels = (read_idx(self.folder / p) for p in paths)
+                images, labels = (self.read(self.folder / p) for p in paths)
             else:
-                images, labels = (read_idx(files[p]) for p in paths)
+                images, labels = (self.read(files[p]) for p in paths)
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise ValueError(
+                raise ConfigError(
                     f"{self.root or self.folder}: {prefix} images {images.shape} do not match "
                     f"labels {labels.shape}"
                 )
@@ -243,11 +269,23 @@ class CIFAR10CatsDogsDataModule(RemoteDataModule):
         paths = fetch([CIFAR10_BINARY], self.folder, self.name, self.progress)
         extract_fetched(paths[CIFAR10_BINARY.name], self.batches_dir.parent, self.progress)
 
+    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """read_cifar10_bin, with a damaged batch file reported in one line and the unpacked
+        folder removed, so that the next run unpacks the (checksummed) archive again."""
+        try:
+            return read_cifar10_bin(path)
+        except (OSError, ValueError) as e:
+            shutil.rmtree(self.batches_dir.parent, ignore_errors=True)
+            raise DataUnavailableError(
+                f"{path} cannot be read ({e}); {self.batches_dir.parent} was removed, so the next "
+                "run unpacks the archive again"
+            ) from None
+
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         wanted = [CIFAR10_CLASSES.index(c) for c in self.classes]
         splits = {}
         for split, files in CIFAR10_FILES.items():
-            parts = [read_cifar10_bin(self.batches_dir / f) for f in files]
+            parts = [self.read(self.batches_dir / f) for f in files]
             images = np.concatenate([p[0] for p in parts])
             labels = np.concatenate([p[1] for p in parts])
             keep = np.isin(labels, wanted)

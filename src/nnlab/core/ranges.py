@@ -1,0 +1,96 @@
+"""Value ranges that the constructors do not check themselves: a StepLR with step_size=0 or a
+CosineAnnealingLR with T_max=0 is built happily and fails only at the end of the first epoch (a
+division by zero); an optimizer with lr=0, a Trainer with max_epochs=0 or a ReduceLROnPlateau
+with a negative patience train on and write the results of a network that never learned.
+Checked with the keys' types (nnlab.validation.check_arguments), before anything is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nnlab.core.errors import ConfigError, is_int
+
+TRAINER = "lightning.pytorch.Trainer"
+STEP_LR = "torch.optim.lr_scheduler.StepLR"
+COSINE_LR = "torch.optim.lr_scheduler.CosineAnnealingLR"
+PLATEAU_LR = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`<group>.<key>` of a config whose `_target_` is `target` (None: any target of the group)
+    must pass `valid`; `requirement` says what passes (and why) in the error message."""
+
+    group: str
+    target: str | None
+    key: str
+    valid: Callable[[float], bool]
+    requirement: str
+
+
+RULES = (
+    # Negative ones torch refuses itself (its message is kept).
+    Rule("optimizer", None, "lr", lambda v: v != 0, "> 0 (a zero learning rate trains nothing)"),
+    Rule("scheduler", STEP_LR, "step_size", lambda v: v >= 1, ">= 1 (epochs between drops)"),
+    Rule("scheduler", STEP_LR, "gamma", lambda v: v > 0, "> 0 (the factor of each drop)"),
+    Rule("scheduler", COSINE_LR, "T_max", lambda v: v >= 1, ">= 1 (epochs of the decay)"),
+    Rule("scheduler", COSINE_LR, "eta_min", lambda v: v >= 0, ">= 0 (the lowest learning rate)"),
+    Rule(
+        "scheduler",
+        PLATEAU_LR,
+        "patience",
+        lambda v: v >= 0,
+        ">= 0 (epochs without improvement before the learning rate drops)",
+    ),
+    Rule("scheduler", PLATEAU_LR, "cooldown", lambda v: v >= 0, ">= 0 (epochs after a drop)"),
+    Rule("scheduler", PLATEAU_LR, "min_lr", lambda v: v >= 0, ">= 0 (the lowest learning rate)"),
+    Rule(
+        "trainer",
+        TRAINER,
+        "max_epochs",
+        lambda v: v != 0,
+        ">= 1, or -1 for no limit (0 epochs trains nothing)",
+    ),
+    Rule(
+        "trainer",
+        TRAINER,
+        "max_steps",
+        lambda v: v != 0,
+        ">= 1, or -1 for no limit (0 steps trains nothing)",
+    ),
+    Rule(
+        "trainer",
+        TRAINER,
+        "limit_train_batches",
+        lambda v: v != 0,
+        "> 0 (0 training batches per epoch trains nothing)",
+    ),
+)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool."""
+    return is_int(value) or isinstance(value, float)
+
+
+def check_ranges(
+    options: Mapping[str, Any],
+    group: str,
+    target: str,
+    sources: Mapping[str, str] | None = None,
+) -> None:
+    """Raises ConfigError for the first of `options` (the config of `group`, whose `_target_` is
+    `target`, its keys' types already checked) out of its range. `sources`: for a key whose
+    value comes from an interpolation (`T_max: ${trainer.max_epochs}`), that interpolation,
+    named in the message so the user knows which key to set."""
+    for rule in RULES:
+        if rule.group != group or rule.target not in (None, target):
+            continue
+        value = options.get(rule.key)
+        if not is_number(value) or rule.valid(value):
+            continue
+        source = (sources or {}).get(rule.key)
+        note = f" (from {source}: set {group}.{rule.key} itself)" if source else ""
+        raise ConfigError(f"{group}.{rule.key} must be {rule.requirement}, got {value!r}{note}")
