@@ -218,13 +218,13 @@ def test_predict_py_writes_predictions_into_its_run_folder(make_cfg, tmp_path):
 def make_houses(path: Path, rows: int = 80) -> None:
     """A small table of houses: numbers with gaps, a text column, a price and a class."""
     g = np.random.default_rng(1)
-    lines = ["area,rooms,city,price,kind"]
+    lines = ["Id,area,rooms,city,price,kind"]
     for i in range(rows):
         area = "" if i % 9 == 0 else f"{g.uniform(40, 200):.1f}"
         rooms, city = g.integers(1, 6), ("north", "south", "east")[i % 3]
         price = 1000 * (50 + 2 * float(area or 100) + 20 * rooms) * (1.3 if city == "south" else 1)
         kind = ("flat", "house")[int(float(area or 100) > 110)]
-        lines.append(f"{area},{rooms},{city},{price:.0f},{kind}")
+        lines.append(f"{1000 + i},{area},{rooms},{city},{price:.0f},{kind}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -258,11 +258,17 @@ def test_table_regression_predicts_the_test_split_in_dollars(make_cfg, tmp_path,
     got = [float(rows[i]["prediction"]) for i in test_rows]
     assert got == pytest.approx(dollars.tolist(), rel=1e-6)
     assert min(got) > 1000  # dollars, not standardized log prices
+    # Rows named by a column (Kaggle's submission layout: Id,prediction).
+    cfg = predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={table}", "id_column=Id")
+    named = read_rows(predict(cfg))
+    assert list(named[0]) == ["Id", "prediction", "error"]
+    assert [r["Id"] for r in named] == [str(1000 + i) for i in range(80)]
+    assert [r["prediction"] for r in named] == [r["prediction"] for r in rows]
 
     # A table without a column the model needs: refused, naming it; an unknown one: a warning.
     lines = table.read_text().splitlines()
     short = tmp_path / "no_rooms.csv"
-    short.write_text("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != 1)
+    short.write_text("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != 2)
                                for line in lines) + "\n")  # fmt: skip
     with pytest.raises(ConfigError, match=r"lacks column\(s\) rooms"):
         predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={short}"))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
@@ -24,13 +25,17 @@ from nnlab.console import setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
 from nnlab.data.csv_reader import read_csv
+from nnlab.data.features import TablePipeline
 from nnlab.data.images import IMAGE_EXTENSIONS, decode_image
 from nnlab.data.loaders import Normalize
 from nnlab.data.spec import DataSpec
+from nnlab.data.tables import table_pipeline_from_state
 from nnlab.tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
 
+# The suffixes of files read as CSV tables (the separator is sniffed: commas, semicolons, tabs).
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 # The preprocessing kinds whose inputs may be image files (nnlab.data.base.preprocessing).
 IMAGE_KINDS = ("array", "image")
 # The error column of an image file that does not decode.
@@ -65,11 +70,12 @@ def predict(cfg: DictConfig) -> str:
     else:
         device = torch.device(cfg.device)
     module.to(device).eval()
-    count, chunks = read_inputs(Path(cfg.input), prep, module.spec, cfg.batch_size)
+    id_column = cfg.get("id_column")
+    count, chunks = read_inputs(Path(cfg.input), prep, module.spec, cfg.batch_size, id_column)
     output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
     norm = normalizer(prep)
-    columns = Columns(module.spec, cfg.all_probabilities)
+    columns = Columns(module.spec, cfg.all_probabilities, id_column or "input")
     from tqdm.auto import tqdm
 
     failed = 0
@@ -124,11 +130,12 @@ def normalizer(prep: dict[str, Any]) -> Normalize | None:
 
 # -- reading the inputs ---------------------------------------------------------------------
 def read_inputs(
-    path: Path, prep: dict[str, Any], spec: DataSpec, batch_size: int
+    path: Path, prep: dict[str, Any], spec: DataSpec, batch_size: int, id_column: str | None
 ) -> tuple[int, Iterator[Chunk]]:
     """How many inputs `path` holds, and their chunks: a folder of images (searched
     recursively, in sorted order), an image file, a CSV file (a table's columns; for other
-    models one number per input feature) or a .npy array of inputs."""
+    models one number per input feature) or a .npy array of inputs. Inputs are named by their
+    file, or by their row number (0: the first under the header) or `id_column`'s value."""
     kind = prep.get("kind")
     suffix = path.suffix.lower()
     if path.is_dir() or suffix in IMAGE_EXTENSIONS:
@@ -141,24 +148,38 @@ def read_inputs(
         files = image_files(path)
         names = [str(f.relative_to(path)) if path.is_dir() else str(f) for f in files]
         return len(files), image_chunks(files, names, image, batch_size)
-    if suffix == ".csv" and kind == "table":
-        from nnlab.data.tables import table_pipeline_from_state
-
+    if suffix in TABLE_SUFFIXES and kind == "table":
         pipeline = table_pipeline_from_state(prep)
-        frame = read_csv(path, text=pipeline.text_columns)
-        pipeline.check_columns(list(frame.columns))  # before a row is written
-        return len(frame), table_chunks(frame, pipeline, batch_size)
-    if suffix == ".csv":
-        x = csv_array(path, spec)
+        frame = read_csv(path, text=[*pipeline.text_columns, *([id_column] if id_column else [])])
+        names = row_names(frame, id_column, path)
+        pipeline.check_columns([c for c in frame.columns if c != id_column])  # before any row
+        return len(frame), table_chunks(frame, names, pipeline, batch_size)
+    if suffix in TABLE_SUFFIXES:
+        frame = read_csv(path, text=[id_column] if id_column else [])
+        names = row_names(frame, id_column, path)
+        x = csv_array(frame.drop(columns=[id_column] if id_column else []), path, spec)
     elif suffix == ".npy":
         x = npy_array(path, spec)
+        names = [str(i) for i in range(len(x))]
     else:
         raise ConfigError(
             f"input={path}: give a CSV file, a .npy array, an image or a folder of images"
         )
     if kind not in IMAGE_KINDS:
         raise ConfigError(f"input={path}: this checkpoint's data ({kind}) needs a CSV table")
-    return len(x), array_chunks(x, spec, batch_size)
+    return len(x), array_chunks(x, names, batch_size)
+
+
+def row_names(frame: pd.DataFrame, id_column: str | None, path: Path) -> list[str]:
+    """The names of a table's rows: their numbers, or the cells of `id_column`."""
+    if id_column is None:
+        return [str(i) for i in range(len(frame))]
+    if id_column not in frame.columns:
+        raise ConfigError(
+            f"id_column={id_column} is not a column of {path}; its columns: "
+            f"{', '.join(frame.columns)}"
+        )
+    return [str(v) for v in frame[id_column].tolist()]
 
 
 def image_files(path: Path) -> list[Path]:
@@ -197,10 +218,9 @@ def image_chunks(
             yield Chunk(names[start : start + batch_size], x, errors)
 
 
-def csv_array(path: Path, spec: DataSpec) -> np.ndarray:
-    """A CSV file of numbers with a header line, one column per input feature, as the raw
+def csv_array(frame: pd.DataFrame, path: Path, spec: DataSpec) -> np.ndarray:
+    """A CSV file's table of numbers (`path`'s), one column per input feature, as the raw
     inputs (N, *input_shape) of a model trained on array data (e.g. pixels 0..255)."""
-    frame = read_csv(path)
     text = [c for c in frame.columns if frame[c].dtype.kind not in "iuf"]
     if text:
         raise ConfigError(f"input={path}: column {text[0]} holds text; this model takes numbers")
@@ -232,24 +252,23 @@ def npy_array(path: Path, spec: DataSpec) -> np.ndarray:
     return x
 
 
-def array_chunks(x: np.ndarray, spec: DataSpec, batch_size: int) -> Iterator[Chunk]:
-    """Rows of an array, batch by batch, named by their index."""
+def array_chunks(x: np.ndarray, names: list[str], batch_size: int) -> Iterator[Chunk]:
+    """Rows of an array, batch by batch (a memory-mapped array is read batch by batch)."""
     for start in range(0, len(x), batch_size):
         batch = torch.from_numpy(np.array(x[start : start + batch_size]))
         if batch.dtype != torch.uint8:
             batch = batch.float()
-        names = [str(i) for i in range(start, start + len(batch))]
-        yield Chunk(names, batch, [None] * len(batch))
+        yield Chunk(names[start : start + batch_size], batch, [None] * len(batch))
 
 
-def table_chunks(frame: Any, pipeline: Any, batch_size: int) -> Iterator[Chunk]:
-    """The rows of a table through the training feature pipeline, batch by batch, named by
-    their index (0: the first row under the header)."""
+def table_chunks(
+    frame: pd.DataFrame, names: list[str], pipeline: TablePipeline, batch_size: int
+) -> Iterator[Chunk]:
+    """The rows of a table through the training feature pipeline, batch by batch."""
     for start in range(0, len(frame), batch_size):
         part = frame.iloc[start : start + batch_size]
-        x = torch.as_tensor(np.asarray(pipeline.transform(part)), dtype=torch.float32)
-        names = [str(i) for i in range(start, start + len(part))]
-        yield Chunk(names, x, [None] * len(part))
+        x = torch.from_numpy(np.ascontiguousarray(pipeline.transform(part), dtype=np.float32))
+        yield Chunk(names[start : start + batch_size], x, [None] * len(part))
 
 
 # -- the model's outputs, as CSV rows -------------------------------------------------------
@@ -268,11 +287,12 @@ def outputs(
 
 
 class Columns:
-    """The predictions CSV's columns and rows: input, prediction (a class name, or a value in
-    the target's own units), for classification the predicted class's probability (and with
-    `all_probabilities` one column per class), and error (empty for a read input)."""
+    """The predictions CSV's columns and rows: input (or `first`: the id column's name),
+    prediction (a class name, or a value in the target's own units), for classification the
+    predicted class's probability (and with `all_probabilities` one column per class), and
+    error (empty for a read input)."""
 
-    def __init__(self, spec: DataSpec, all_probabilities: bool) -> None:
+    def __init__(self, spec: DataSpec, all_probabilities: bool, first: str = "input") -> None:
         self.spec, self.all = spec, all_probabilities
         self.classes = list(spec.class_names) or [str(c) for c in range(max(spec.num_outputs, 2))]
         if spec.task == "regression":
@@ -282,7 +302,7 @@ class Columns:
             values = ["prediction", "probability"]
             if all_probabilities:
                 values += [f"probability_{c}" for c in self.classes]
-        self.header = ["input", *values, "error"]
+        self.header = [first, *values, "error"]
 
     def rows(self, chunk: Chunk, output: torch.Tensor, predicted: torch.Tensor) -> list[list]:
         """One row per input of the chunk, from the outputs of those that were read."""
