@@ -1,0 +1,227 @@
+"""Optuna search (hparams_search=..., nnlab's sweeper in src/hydra_plugins): the search space
+from Hydra's grammar, what the study is told for each way a job ends, pruning from the
+validation curve with a real study, and a study resumed by rerunning its command."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason='needs the sweeps extra: pip install -e ".[sweeps]"')
+
+from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from optuna.distributions import (  # noqa: E402
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState  # noqa: E402
+
+from hydra_plugins.nnlab_optuna_sweeper import _search  # noqa: E402
+from nnlab.sweeps import PRUNED_AT, mark_results_pruned, worst_value  # noqa: E402
+from nnlab.sweeps import pruning as pruning_module  # noqa: E402
+from nnlab.sweeps.pruning import OptunaPruning, job_trial  # noqa: E402
+
+from .conftest import ROOT, run_script  # noqa: E402
+
+
+def test_the_search_space_reads_hydras_sweep_grammar():
+    params = {
+        "optimizer.lr": "tag(log, interval(1e-4, 1e-1))",
+        "model.hidden_sizes": "choice([32], [128])",
+        "trainer.max_epochs": "interval(2, 6)",
+        "seed": "range(1, 4)",
+        "init": "kaiming",
+    }
+    space, fixed = _search.search_space(params, ["activation=choice(relu,tanh)", "init=xavier"])
+    assert space["optimizer.lr"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert space["model.hidden_sizes"] == CategoricalDistribution(["[32]", "[128]"])
+    assert space["activation"] == CategoricalDistribution(["relu", "tanh"])
+    assert space["seed"] == CategoricalDistribution(["1", "2", "3"])  # range's stop excluded
+    assert isinstance(space["trainer.max_epochs"], IntDistribution | FloatDistribution)
+    assert fixed == ["init=xavier"]  # the command line wins over hydra.sweeper.params
+
+
+def test_a_command_line_value_takes_a_key_out_of_the_search_space():
+    space, fixed = _search.search_space(
+        {"optimizer.lr": "interval(0.001, 0.1)"}, ["optimizer.lr=0.5"]
+    )
+    assert space == {}
+    assert fixed == ["optimizer.lr=0.5"]
+
+
+def job_return(value=None, error: Exception | None = None, output_dir: str = "") -> JobReturn:
+    ret = JobReturn()
+    ret.status = JobStatus.FAILED if error else JobStatus.COMPLETED
+    ret._return_value = error if error else value
+    ret.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": output_dir}}})
+    return ret
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_failed_or_non_finite_trial_is_the_worst_complete_value(direction):
+    """Optuna would record NaN as a FAIL trial (left out of the study's ranking); nnlab tells the
+    worst value instead, so the sampler learns that the region is bad."""
+    study = optuna.create_study(direction=direction)
+    worst = worst_value(direction)
+    endings = [
+        job_return(0.5),
+        job_return(error=RuntimeError("CUDA out of memory")),
+        job_return(math.nan),
+        job_return(None),
+        job_return(-worst),  # an infinity that would look like the best value
+        job_return(worst),  # what nnlab.cli.run returns for a failed or diverged job
+    ]
+    for ret in endings:
+        _search.tell(study, study.ask(), ret, pruned_at=None)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * len(endings)
+    assert [t.value for t in trials] == [0.5] + [worst] * (len(endings) - 1)
+    assert trials[1].user_attrs["error"] == "CUDA out of memory"
+    assert study.best_value == 0.5
+
+
+def test_a_pruned_trial_is_told_pruned_and_its_results_say_so(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"status": "done", "value": 0.6}))
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.report(0.6, 0)
+    _search.tell(study, trial, job_return(0.6, output_dir=str(tmp_path)), pruned_at=0)
+    assert study.trials[0].state == TrialState.PRUNED
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "pruned"
+    assert results["pruned_at"] == 0
+    assert results["value"] == 0.6
+    assert not mark_results_pruned(tmp_path / "nothing", 0)
+
+
+def test_direction_must_be_known():
+    sweeper = OmegaConf.create({"direction": None, "params": {}})
+    with pytest.raises(ValueError, match="maximize or minimize"):
+        _search.run_study(sweeper, [])
+
+
+def test_outside_an_optuna_sweep_a_job_has_no_trial(make_cfg):
+    make_cfg("data=xor")  # a single run under Hydra
+    assert job_trial() is None
+
+
+def test_pruning_stops_a_clearly_worse_fit(make_cfg, tmp_path, monkeypatch):
+    """A real study with a MedianPruner: a finished trial reached val/acc 1.0 at every
+    validation; a fit with a learning rate far too small is pruned at its first validation."""
+    from nnlab.train import train
+
+    storage = f"sqlite:///{tmp_path}/study.db"
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    study = optuna.create_study(storage=storage, direction="maximize", pruner=pruner)
+    done = study.ask()
+    for step in range(5):
+        done.report(1.0, step)
+    study.tell(done, 1.0)
+    running = study.ask()
+    monkeypatch.setattr(
+        pruning_module, "job_trial", lambda: optuna.trial.Trial(study, running._trial_id)
+    )
+    cfg = make_cfg(
+        "hparams_search=smoke",
+        "trainer.max_epochs=5",
+        "optimizer.lr=1e-6",
+        "activation=sigmoid",
+        "model.hidden_sizes=[4]",
+    )
+    assert cfg.callbacks.optuna_pruning._target_.endswith(OptunaPruning.__name__)
+    train(cfg)
+    stored = study.trials[1]
+    assert stored.user_attrs[PRUNED_AT] == 0
+    assert list(stored.intermediate_values) == [0]
+    results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert results["epochs"] < 4  # stopped early, not after max_epochs=5
+
+
+def read_study(log_dir: Path, name: str = "smoke") -> list:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{log_dir}/optuna/{name}.db")
+    return study.trials
+
+
+def smoke_search(tmp_path: Path, *args: str, check: bool = True):
+    """hparams_search=smoke in a fresh process, its logs and study under tmp_path/logs."""
+    log_dir = f"paths.log_dir={tmp_path / 'logs'}"
+    return run_script("train.py", "hparams_search=smoke", log_dir, *args, cwd=tmp_path, check=check)
+
+
+@pytest.mark.slow
+def test_a_study_resumes_where_it_stopped_and_prunes_a_clearly_worse_trial(tmp_path):
+    """Rerunning the command continues the study in its SQLite file: 3 trials, then the same
+    command with n_trials=5 adds 2 and leaves the first 3 alone. A trial clearly worse than
+    the finished one at its first validation is pruned (the smoke pruner: median of 1)."""
+    log_dir = tmp_path / "logs"
+    (log_dir / "optuna").mkdir(parents=True)
+    storage = f"sqlite:///{log_dir}/optuna/smoke.db"
+    study = optuna.create_study(study_name="smoke", storage=storage, direction="maximize")
+    good = {
+        "optimizer.lr": 0.03,
+        "init": "lecun_normal",
+        "activation": "leaky_relu",
+        "model.hidden_sizes": "[512]",
+    }
+    bad = {
+        "optimizer.lr": 1e-4,
+        "init": "default",
+        "activation": "sigmoid",
+        "model.hidden_sizes": "[32]",
+    }
+    study.enqueue_trial(good)
+    study.enqueue_trial(bad)
+    smoke_search(tmp_path, "hydra.sweeper.n_trials=3")
+    first = read_study(log_dir)
+    assert len(first) == 3
+    assert first[0].params == good and first[0].state == TrialState.COMPLETE
+    assert first[1].params == bad and first[1].state == TrialState.PRUNED
+
+    smoke_search(tmp_path, "hydra.sweeper.n_trials=5")
+    trials = read_study(log_dir)
+    assert len(trials) == 5
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for before, after in zip(first, trials, strict=False):
+        assert (before.params, before.state, before.value) == (
+            after.params,
+            after.state,
+            after.value,
+        )
+    # Each run of the command has its own sweep folder, each job a results.json.
+    runs = sorted((log_dir / "train" / "searches" / "smoke").iterdir())
+    assert [len(list(run.glob("*/results.json"))) for run in runs] == [3, 2]
+    statuses = [json.loads(p.read_text())["status"] for p in runs[0].glob("*/results.json")]
+    states = ["pruned" if t.state == TrialState.PRUNED else "done" for t in first]
+    assert sorted(statuses) == sorted(states)
+    summary = OmegaConf.load(runs[1] / "optimization_results.yaml")
+    assert summary.n_trials == 5
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_the_worst_value_of_the_study(tmp_path):
+    """A job that fails (here: a batch size the checks refuse) is a COMPLETE trial with -inf
+    for a maximized metric, and its results.json says failed."""
+    proc = smoke_search(tmp_path, "hydra.sweeper.n_trials=1", "data.batch_size=0", check=False)
+    trials = read_study(tmp_path / "logs")
+    assert [(t.state, t.value) for t in trials] == [(TrialState.COMPLETE, -math.inf)], proc.stdout
+    (results,) = (tmp_path / "logs" / "train" / "searches" / "smoke").glob("*/0/results.json")
+    assert json.loads(results.read_text())["status"] == "failed"
+
+
+def test_the_sweeper_module_imports_no_optuna():
+    """Hydra imports every plugin module at each start: `--cfg job` must not pay for optuna."""
+    code = (
+        "import sys, hydra_plugins.nnlab_optuna_sweeper.optuna_sweeper, nnlab.sweeps;"
+        "print('optuna' in sys.modules, 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["False", "False"], out.stderr
