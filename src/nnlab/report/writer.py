@@ -39,9 +39,10 @@ class Summary:
     def line(self) -> str:
         """The sweep's last line: `sweep: N jobs, K failed, D diverged — report: <report.md>`
         (and how many have no results yet, when some have none)."""
+        jobs = f"{self.jobs} job{'s' * (self.jobs != 1)}"
         unknown = f", {self.unknown} without results" if self.unknown else ""
         return (
-            f"sweep: {self.jobs} jobs, {self.failed} failed, {self.diverged} diverged{unknown}"
+            f"sweep: {jobs}, {self.failed} failed, {self.diverged} diverged{unknown}"
             f" — report: {self.report}"
         )
 
