@@ -286,8 +286,17 @@ def test_multirun_job_done_earlier_with_the_same_overrides_is_skipped(job_cfg, c
     assert (folder / "checkpoints" / "best.ckpt").read_text() == "weights"
 
 
-@pytest.mark.parametrize("status, overrides", [("failed", ["seed=1"]), ("done", ["seed=2"])])
-def test_multirun_job_reruns_after_clearing_the_earlier_attempt(job_cfg, status, overrides):
+@pytest.mark.parametrize(
+    "status, overrides, logged",
+    [
+        ("failed", ["seed=1"], "rerunning this job: failed in an earlier run"),
+        # Another command's job in the same sweep folder: replaced, not silently.
+        ("done", ["seed=2"], "held another job's results (seed=2): replacing them"),
+    ],
+)
+def test_multirun_job_reruns_after_clearing_the_earlier_attempt(
+    job_cfg, caplog, status, overrides, logged
+):
     cfg = job_cfg("seed=1")
     folder = write_attempt(Path(cfg.paths.output_dir), status, overrides)
     (folder / ".hydra").mkdir()
@@ -296,5 +305,16 @@ def test_multirun_job_reruns_after_clearing_the_earlier_attempt(job_cfg, status,
     def main(cfg):
         return sorted(p.name for p in folder.iterdir())
 
-    assert cli.run(main, cfg) == [".hydra", "train.log"]  # checkpoints, results.json: gone
+    with caplog.at_level(logging.INFO, logger="nnlab.cli"):
+        assert cli.run(main, cfg) == [".hydra", "train.log"]  # checkpoints, results.json: gone
+    assert logged in caplog.text
     assert (folder / "train.log").read_text() == "earlier attempt\n"
+
+
+def test_multirun_job_folder_outside_the_sweep_folder_is_never_cleared(make_cfg, tmp_path):
+    """A hydra.sweep.subdir that points elsewhere (or at the sweep folder itself): nothing is
+    removed there."""
+    cfg = make_cfg("hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / 'elsewhere'}")
+    folder = write_attempt(Path(cfg.paths.output_dir), "failed", [])
+    assert cli.run(lambda cfg: 0.5, cfg) == 0.5
+    assert (folder / "checkpoints" / "best.ckpt").is_file()

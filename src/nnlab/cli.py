@@ -73,12 +73,10 @@ def _single_run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 def _multirun_job(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float | None:
     folder = output_dir(cfg)
     overrides = job_overrides()
-    done = done_results(folder, overrides) if folder else None
+    done = earlier_attempt(folder, overrides) if folder else None
     if done is not None:
         log.info("skipped: done in an earlier run (%s)", folder)
         return _number(done.get("value"))
-    if folder:
-        clear_attempt(folder)
     start = time.perf_counter()
     try:
         return main(cfg)
@@ -182,12 +180,21 @@ def read_results(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def done_results(folder: Path, overrides: list[str]) -> dict[str, Any] | None:
-    """The results of a job that an earlier launch finished in this folder with these same
-    overrides; None when it must run (never run, failed, diverged, or another job's folder)."""
+def earlier_attempt(folder: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """What an earlier launch into this job's folder left: its results when it finished this
+    same job (same overrides), which is then skipped; otherwise None, after removing its files
+    so that this attempt starts clean (with a warning when they were another job's: a
+    different command run into the same sweep folder)."""
     results = read_results(folder)
-    if results and results.get("status") == "done" and results.get("overrides") == overrides:
+    same = results is not None and results.get("overrides") == overrides
+    if same and results.get("status") == "done":
         return results
+    if results is not None and not same:
+        earlier = " ".join(str(o) for o in results.get("overrides") or [])
+        log.warning("%s held another job's results (%s): replacing them", folder, earlier)
+    elif results is not None:
+        log.info("rerunning this job: %s in an earlier run", results.get("status"))
+    clear_attempt(folder)
     return None
 
 
