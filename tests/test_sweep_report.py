@@ -173,6 +173,16 @@ def test_one_swept_key_gets_a_note_instead_of_a_heatmap(tmp_path):
     assert not (sweep / "heatmap.png").exists() and (sweep / "curves.png").is_file()
 
 
+def test_a_search_with_many_values_per_key_gets_a_note_instead_of_a_heatmap(tmp_path):
+    sweep = tmp_path / "sweep"
+    for num in range(21):  # an Optuna search: each trial its own lr and width
+        make_job(sweep, str(num), [f"lr={0.001 * (num + 1)}", f"width={num + 8}"], done(0.5))
+    write_report(sweep)
+    text = (sweep / "report.md").read_text()
+    assert "*no heatmap: lr and width take 21 and 21 values (a search rather than a grid;" in text
+    assert not (sweep / "heatmap.png").exists()
+
+
 def test_other_states_are_counted_but_are_not_failures(tmp_path):
     sweep = tmp_path / "sweep"
     make_job(sweep, "0", ["lr=0.1"], done(0.5))

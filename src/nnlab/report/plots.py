@@ -12,6 +12,9 @@ from statistics import mean
 from nnlab.report.jobs import Job, number, swept_keys
 
 SEED = "seed"
+# More values than this on an axis (an Optuna search's continuous ones): no heatmap, whose
+# cells would be nearly all empty and their labels unreadable.
+MAX_AXIS_VALUES = 20
 
 
 def heatmap_axes(jobs: list[Job]) -> tuple[str, str] | None:
@@ -66,6 +69,11 @@ def draw_heatmap(jobs: list[Job], path: Path) -> str | None:
         return "no heatmap: fewer than two keys (besides seed) are swept"
     x, y = axes
     xs, ys, table, how = grid(jobs, x, y)
+    if max(len(xs), len(ys)) > MAX_AXIS_VALUES:
+        return (
+            f"no heatmap: {x} and {y} take {len(xs)} and {len(ys)} values (a search rather "
+            f"than a grid; the heatmap draws up to {MAX_AXIS_VALUES} per axis)"
+        )
     from matplotlib.figure import Figure
 
     metric = next((job.metric for job in jobs if job.value is not None), "optimized metric")
@@ -86,8 +94,8 @@ def draw_heatmap(jobs: list[Job], path: Path) -> str | None:
     for i, row in enumerate(table):
         for j, value in enumerate(row):
             label = ", ".join(sorted(states[(xs[j], ys[i])])) if math.isnan(value) else None
-            label = label or f"{value:.4f}"
-            ax.text(j, i, label, ha="center", va="center", fontsize=9, bbox=box)
+            if label != "":  # "": no job had these two values (a cell the grid did not run)
+                ax.text(j, i, label or f"{value:.4f}", ha="center", va="center", bbox=box)
     fig.colorbar(image, ax=ax, label=f"{metric} ({mode} is better)")
     ax.set_title(f"{metric}" + (f" ({how})" if how else ""))
     fig.savefig(path, dpi=120)
