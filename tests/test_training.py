@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnlab.core import ConfigError
+from nnlab.core import ConfigError, Diverged
 from nnlab.data.base import ArrayDataModule
 from nnlab.evaluate import evaluate, load_module
 from nnlab.train import train
@@ -380,9 +380,10 @@ def test_sgd_learning_rate_too_small_right_too_big(make_cfg):
         train(cfg)
         return float(read_results(cfg)["val"]["val/mse"])  # JSON keeps inf/nan as strings
 
-    too_small, right, too_big = final_mse(0.001), final_mse(0.3), final_mse(2.5)
+    too_small, right = final_mse(0.001), final_mse(0.3)
     assert right < 0.05 < too_small  # slow: still far from the noise floor (0.01)
-    assert not too_big < too_small  # diverges (inf or nan) instead of converging
+    with pytest.raises(Diverged, match=r"the loss became (inf|nan)"):
+        final_mse(2.5)  # diverges: training stops at the first non-finite loss
 
 
 def test_last_checkpoint_holds_the_latest_epoch_and_best_the_best(make_cfg):

@@ -58,3 +58,9 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4f}")
     Console().print(table)
+
+
+def worst_value(mode: str) -> float:
+    """The worst value of a metric optimized in `mode` (max or min): what a failed or diverged
+    run reports to sweepers (written as "-inf" / "inf")."""
+    return -math.inf if mode == "max" else math.inf

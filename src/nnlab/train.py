@@ -4,9 +4,11 @@ checkpoint, and write results.json. train.py at the repository root calls `train
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -17,12 +19,14 @@ from nnlab.checkpoints import (
     local_checkpoint,
 )
 from nnlab.console import print_config_tree, setup_console
+from nnlab.core import Diverged
 from nnlab.core.hydra import hydra_choices, instantiate_group
 from nnlab.ddp import job_processes
-from nnlab.results import print_metrics, scalar_metrics, write_results
+from nnlab.results import print_metrics, scalar_metrics, worst_value, write_results
 from nnlab.speed import apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
 from nnlab.tasks.base import metric_mode
+from nnlab.tasks.divergence import anomaly_diverged
 from nnlab.tracking import instantiate_loggers, log_config, tracking
 from nnlab.validation import check_callbacks_and_loggers, resolve_seed, validate
 
@@ -30,7 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fits and tests one run; returns the value of `optimized_metric` for sweepers."""
+    """Fits and tests one run; returns the value of `optimized_metric` for sweepers. Raises
+    nnlab.core.Diverged (after writing results.json) when training diverged."""
+    started = time.perf_counter()
     seed, drawn = resolve_seed(cfg.get("seed"))
     with open_dict(cfg):
         cfg.seed = seed  # the data's and everything else's `${seed}` now name the same one
@@ -70,44 +76,56 @@ def train(cfg: DictConfig) -> float | None:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         log_config(loggers, cfg)
         with job_processes(trainer):  # DDP in a multirun: its processes run this job alone
-            return fit_and_test(cfg, trainer, module, datamodule, task)
+            return fit_and_test(cfg, trainer, module, datamodule, task, started)
 
 
 def fit_and_test(
-    cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule: Any, task: str
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: Any,
+    task: str,
+    started: float | None = None,
 ) -> float | None:
     """Fits, validates and tests the best checkpoint, writes results.json; returns the value of
-    `optimized_metric`."""
-    with frozen_heap():
-        # weights_only: a checkpoint is read as tensors and plain data, never run as code.
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+    `optimized_metric`. A divergence stops fitting (nnlab.tasks.divergence): results.json then
+    says so, with the worst value for the mode and the metrics of the best checkpoint taken
+    before it (if any; a model with non-finite weights is never evaluated), and the Diverged
+    is raised again. `started`: the run's start (time.perf_counter), for wall_time_s."""
+    started = time.perf_counter() if started is None else started
+    diverged: Diverged | None = None
+    try:
+        with frozen_heap():
+            # weights_only: a checkpoint is read as tensors and plain data, never run as code.
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            )
+    except Diverged as e:
+        diverged = e
+    except RuntimeError as e:  # debug=anomaly: a nan in a backward pass
+        diverged = anomaly_diverged(module, e)
+        if diverged is None:
+            raise
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     # Read before validate/test: loading a checkpoint restores the callbacks' state saved in it.
     last = last_checkpoint(trainer)
-    ckpt = best or None  # no checkpoint (callbacks=none, fast_dev_run): the last weights
-    # verbose=False: print_metrics below shows val and test in one table.
-    val_metrics = scalar_metrics(
-        trainer.validate(
-            module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
-        )[0]
-    )
-    test_metrics = {}
-    if cfg.get("test"):
-        test_metrics = scalar_metrics(
-            trainer.test(
-                module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
-            )[0]
+    val_metrics: dict[str, float] = {}
+    test_metrics: dict[str, float] = {}
+    if best or not diverged:  # no checkpoint (callbacks=none, fast_dev_run): the last weights
+        val_metrics, test_metrics = evaluate_checkpoint(
+            cfg, trainer, module, datamodule, best or None
         )
 
     value = val_metrics.get(cfg.optimized_metric)
     results = {
+        "status": "diverged" if diverged else "done",
+        "error": str(diverged) if diverged else None,
         "optimized_metric": cfg.optimized_metric,
         "optimized_mode": cfg.optimized_mode,
-        "value": value,
+        # A sweeper must never take a diverged run's metrics for a score.
+        "value": worst_value(cfg.optimized_mode) if diverged else value,
         "val": val_metrics,
         "test": test_metrics,
         "best_val_during_fit": fit_metrics.get(f"{module.monitor}_best"),
@@ -118,12 +136,47 @@ def fit_and_test(
         "choices": hydra_choices(),
         "seed": cfg.get("seed"),
         "spec": datamodule.spec.to_dict(),
+        "overrides": job_overrides(),
+        "wall_time_s": round(time.perf_counter() - started, 3),
     }
+    if diverged:  # val and test (if any) are this checkpoint's, taken before the divergence
+        results["best_ckpt_before_divergence"] = best or None
     if trainer.is_global_zero:
         path = write_results(cfg.paths.output_dir, results)
-        print_metrics(f"{task}: best checkpoint", {**val_metrics, **test_metrics})
+        if val_metrics or test_metrics:
+            title = "best checkpoint before diverging" if diverged else "best checkpoint"
+            print_metrics(f"{task}: {title}", {**val_metrics, **test_metrics})
         log.info("results: %s", path)
-    return value
+    if diverged:
+        raise diverged
+    return results["value"]
+
+
+def evaluate_checkpoint(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: Any,
+    ckpt: str | None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(val, test) metrics of checkpoint `ckpt` (None: the module's weights as they are); test
+    only when cfg.test."""
+    # verbose=False: fit_and_test prints val and test in one table.
+    options = {"datamodule": datamodule, "ckpt_path": ckpt, "verbose": False, "weights_only": True}
+    # No metrics (an empty list) where trainer.limit_val_batches (or _test_) is 0.
+    val_metrics = scalar_metrics((trainer.validate(module, **options) or [{}])[0])
+    test_metrics = {}
+    if cfg.get("test"):
+        test_metrics = scalar_metrics((trainer.test(module, **options) or [{}])[0])
+    return val_metrics, test_metrics
+
+
+def job_overrides() -> list[str]:
+    """The run's command-line overrides ("k=v"), as Hydra lists them in .hydra/overrides.yaml
+    (none outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task]
 
 
 def last_checkpoint(trainer: L.Trainer) -> str | None:

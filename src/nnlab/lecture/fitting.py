@@ -159,6 +159,7 @@ def fit(cfg: DictConfig, epochs: int, validate: bool = True, **trainer: Any) -> 
     networks are tiny), seeded by the config's seed, with nothing written to disk.
     `validate=False` skips the validation loop; `trainer` adds or overrides Trainer options."""
     data, module = build(cfg)
+    module.divergence.enabled = False  # the studies watch divergence happen (too big an lr)
     history = History()
     options = {
         "accelerator": "cpu",

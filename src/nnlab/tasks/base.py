@@ -26,6 +26,7 @@ from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
 from nnlab.speed.optim import optimizer_options
 from nnlab.speed.steps import StepRunner
+from nnlab.tasks.divergence import DivergenceWatch
 from nnlab.tasks.metrics import (
     SAME_ON_EVERY_RANK,
     EpochSums,
@@ -86,6 +87,8 @@ class TaskModule(L.LightningModule):
         # with Lightning's automatic optimization.
         self.steps: StepRunner | None = None
         self.sums = EpochSums(STAGES)  # loss and train_sums over each stage's epoch
+        # Stops training at a non-finite loss or weights (nnlab.tasks.divergence).
+        self.divergence = DivergenceWatch()
 
     # -- what a task provides -----------------------------------------------------------------
     def make_metrics(self) -> MetricCollection:
@@ -123,7 +126,23 @@ class TaskModule(L.LightningModule):
         self.sums.add(stage, loss.detach(), len(x), sums)
         if count:
             self.sums.samples[stage] += len(x)
+        if stage == "train" and not self._graph_warmup():
+            self.divergence.after_step(self, loss.detach(), self._train_loss_sum(), batch)
         return loss
+
+    def _graph_warmup(self) -> bool:
+        """Whether this step is one of a CUDA graph's warm-up steps before its capture, which
+        the capture undoes (nnlab.speed.graphed): the divergence record must not count them."""
+        graphed = self.steps.graphed if self.steps is not None else None
+        return (
+            graphed is not None
+            and graphed.graph is None
+            and not torch.cuda.is_current_stream_capturing()
+        )
+
+    def _train_loss_sum(self) -> Tensor | None:
+        """The device sum of this training epoch's losses (× batch sizes), once a step made it."""
+        return self.sums.totals["train"].get("loss")
 
     def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> Tensor | None:
         if self.steps is None:
@@ -156,6 +175,9 @@ class TaskModule(L.LightningModule):
         return {**values, **means}
 
     def on_train_epoch_end(self) -> None:
+        # Before the loss sum is reset, and before checkpoint callbacks save (Lightning calls
+        # them after the module's hook).
+        self.divergence.check(self, self._train_loss_sum())
         self._log_epoch("train")
         if self.steps is not None:
             self.steps.step_schedulers()  # manual optimization: Lightning leaves it to us
@@ -201,6 +223,13 @@ class TaskModule(L.LightningModule):
         self.best.reset()
         if self.steps is not None:
             self.steps.start()
+        self.divergence.start(self.trainer, self.device)
+
+    def on_validation_start(self) -> None:
+        # Validation while fitting: never of non-finite weights, and before the checkpoint
+        # callbacks save at its end.
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.divergence.check(self, self._train_loss_sum())
 
     def check_monitor(self, metric: str) -> None:
         """Refuses an optimized_metric that this module does not log each validation epoch."""
