@@ -171,6 +171,8 @@ def test_rows_with_an_infinite_target_are_left_out_and_metrics_stay_finite(
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     metrics = {**results["val"], **results["test"]}
     assert metrics and all(np.isfinite(v) for v in metrics.values())
+    # results.json says which columns became which features.
+    assert results["features"] == {"x": ["x"]}
 
 
 def test_a_continuous_classification_target_is_refused(tmp_path: Path) -> None:
