@@ -31,7 +31,8 @@ ALL_OPTIONS = [(g, o) for g in GROUPS if g != "hydra" for o in options(g)]
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_every_option_composes(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}")
-    assert cfg.get(group) is not None or group in ("experiment", "debug", "scheduler", "logger")
+    optional = ("experiment", "debug", "hparams_search", "scheduler", "logger")
+    assert cfg.get(group) is not None or group in optional
     # Resolving every interpolation catches typos such as ${trainer.max_epoch}.
     OmegaConf.to_container(cfg, resolve=True)
 
