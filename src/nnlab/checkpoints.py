@@ -1,15 +1,22 @@
-"""Reading checkpoints and checking a resume: which file a run resumes from (a URL is downloaded
-into the cache first, so that it gets every check a local file gets), its contents read safely
-(weights only: a checkpoint never runs code), the task module class that wrote it, and refusals
-of a resume whose network, optimizer or data differ from the run's."""
+"""Reading, writing and moving checkpoints, and checking a resume: which file a run resumes from
+(`ckpt_path=last` found among the runs; a URL downloaded into the cache first, so that it gets
+every check a local file gets), its contents read safely (weights only: a checkpoint never runs
+code), the task module class that wrote it, refusals of a resume whose network, optimizer or
+data differ from the run's; files written atomically (never seen half-written, nothing left
+behind by a kill), and a checkpoint callback's state moved into a new run folder."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import pickle
+import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import pooch
@@ -46,6 +53,32 @@ def local_checkpoint(cfg: DictConfig) -> str | None:
     if not ckpt_path or ckpt_path in LIGHTNING_CKPT_NAMES or is_url(ckpt_path):
         return None
     return str(ckpt_path)
+
+
+def resolve_last_checkpoint(cfg: DictConfig) -> None:
+    """Replaces ckpt_path=last by the latest run's last.ckpt: this run's own
+    `checkpoints/last.ckpt` when its folder is an earlier run's (hydra.run.dir=<that run>), else
+    the most recently written `<run>/checkpoints/last.ckpt` among the runs under
+    `<paths.log_dir>/<task_name>/runs/`. The file found is then checked like any ckpt_path; none
+    found is a ConfigError. (Lightning's own "last" looks in this run's folder only: a new run
+    would start afresh, with a mere warning.) Other values stay."""
+    if cfg.get("ckpt_path") != "last":
+        return
+    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    runs = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs"
+    if own.is_file():
+        found = own
+    else:
+        written = sorted((p.stat().st_mtime, str(p)) for p in runs.glob("*/checkpoints/last.ckpt"))
+        if not written:
+            raise ConfigError(
+                f"ckpt_path=last: there is no checkpoints/last.ckpt in this run's folder nor in "
+                f"any run under {runs}: give the checkpoint file (ckpt_path=<run>/checkpoints/"
+                "last.ckpt), or start a new run (ckpt_path=null)"
+            )
+        found = Path(written[-1][1])
+    cfg.ckpt_path = str(found)
+    log.info("ckpt_path=last: resuming from %s", found)
 
 
 def fetch_checkpoint_url(cfg: DictConfig) -> None:
@@ -156,3 +189,128 @@ def check_resume_data(ckpt_path: str, saved: dict[str, Any], spec: dict[str, Any
             f"ckpt_path={ckpt_path} was trained on data with {saved['spec']}; this run's data "
             f"gives {spec}: resume on the same data, or start a new run (ckpt_path=null)"
         )
+
+
+# Temporary files of checkpoint writes (save_atomically where the file system has no unnamed
+# files): `.<name>.<pid>.tmp` beside the file being written.
+TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")
+
+
+def save_atomically(checkpoint: dict[str, Any], path: str) -> None:
+    """Writes a checkpoint so that `path` is never seen half-written, and a process killed while
+    writing leaves nothing behind: see `write_atomically`."""
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
+
+
+def copy_atomically(source: str, path: str) -> None:
+    """Copies the file `source` to `path` as `write_atomically` writes it."""
+
+    def copy(file: IO[bytes]) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, file)
+
+    write_atomically(path, copy)
+
+
+def write_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """Writes a file by `write(file)` into a temporary file in the folder of `path`, renamed over
+    `path` when complete (os.replace: atomic on one file system). On Linux the temporary file
+    has no name until it is complete (O_TMPFILE): a process killed while writing leaves nothing.
+    Where the file system has no unnamed files it is `.<name>.<pid>.tmp`, which only a kill
+    leaves behind (until `remove_leftovers`). Nothing goes through $TMPDIR: fsspec, which
+    Lightning's own checkpoint writes use, writes the whole file there first and leaves it
+    there when the process is killed; and where $TMPDIR is another file system, its final move
+    is a copy that a kill leaves half-written at `path`."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    except (AttributeError, OSError):  # not Linux, or a file system without unnamed files
+        fd = None
+    if fd is not None:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # a leftover of a killed process that had this pid
+            try:  # names the complete file (linkat following /proc's link to it)
+                os.link(f"/proc/self/fd/{fd}", temp)
+            except OSError:  # no /proc: written again below, under a name
+                fd = None
+    try:
+        if fd is None:
+            with open(temp, "wb") as file:
+                write(file)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def remove_leftovers(folder: str | Path) -> list[str]:
+    """Removes from `folder` the temporary files that checkpoint writes killed midway left
+    (named `.<name>.<pid>.tmp`, see write_atomically); returns their names."""
+    try:
+        names = [name for name in os.listdir(folder) if TEMP_FILE.match(name)]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, name))
+    if names:
+        log.info(
+            "removed %d partial checkpoint file(s) left by a killed run in %s", len(names), folder
+        )
+    return names
+
+
+def moved_state(
+    state: dict[str, Any], dirpath: str, mode: str, copy: bool = True
+) -> tuple[dict[str, Any], list[str]]:
+    """A ModelCheckpoint's state saved in another folder (its "dirpath"), moved to `dirpath`, and
+    the files it named that are lost. Each file it names in its old folder (the top-k and best
+    checkpoints, last.ckpt) is copied into `dirpath` (atomically; only where `copy`: rank 0)
+    and named there, so that a run resumed in a new folder keeps the best checkpoint so far
+    and its score, as an uninterrupted run would. A file missing from the old folder but
+    present under its name in `dirpath` is taken as that file (a run folder moved or copied
+    elsewhere). A file found in neither is lost: dropped from the state, the best and the k-th
+    best (`mode`: "min" or "max") then being those of the files that remain."""
+    old = state.get("dirpath")
+    lost: list[str] = []
+    moved: dict[str, str | None] = {}
+
+    def move(path: str | None) -> str | None:
+        if not path or os.path.dirname(path) != old:
+            return path  # not a file of the old folder: named as it was
+        if path not in moved:
+            new = os.path.join(dirpath, os.path.basename(path))
+            if os.path.isfile(path):
+                if copy:
+                    copy_atomically(path, new)
+            elif not os.path.isfile(new):
+                lost.append(path)
+                new = None
+            moved[path] = new
+        return moved[path]
+
+    best_k = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    best_k.pop(None, None)
+    new_state = {
+        **state,
+        "dirpath": dirpath,
+        "best_k_models": best_k,
+        "best_model_path": move(state.get("best_model_path")),
+        "kth_best_model_path": move(state.get("kth_best_model_path")),
+        "last_model_path": move(state.get("last_model_path")) or "",
+    }
+    ranked = sorted(best_k, key=lambda path: float(best_k[path]), reverse=mode == "max")
+    if new_state["best_model_path"] is None:
+        new_state["best_model_path"] = ranked[0] if ranked else ""
+        new_state["best_model_score"] = best_k[ranked[0]] if ranked else None
+    if new_state["kth_best_model_path"] is None:
+        new_state["kth_best_model_path"] = ranked[-1] if ranked else ""
+        worst = torch.tensor(float("inf") if mode == "min" else float("-inf"))
+        new_state["kth_value"] = best_k[ranked[-1]] if ranked else worst
+    return new_state, lost

@@ -17,6 +17,7 @@ from nnlab.checkpoints import (
     check_resume_data,
     fetch_checkpoint_url,
     local_checkpoint,
+    resolve_last_checkpoint,
 )
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import Diverged
@@ -48,6 +49,7 @@ def train(cfg: DictConfig) -> float | None:
         cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
     check_callbacks_and_loggers(cfg)
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
+    resolve_last_checkpoint(cfg)  # ckpt_path=last: the latest run's last.ckpt
     resumed = local_checkpoint(cfg)
     saved = check_resume(cfg, resumed) if resumed else None
 

@@ -14,20 +14,31 @@ when it is taken: the same contents as separate dumps, at the cost of one. With 
 dump is taken before the monitored value is compared with the best one: on a GPU that comparison
 is the epoch boundary's first host read, which waits for the queued steps, and the GPU idles
 through whatever host work follows it; the dump then happens while the GPU is still busy.
+
+Files are written atomically (nnlab.checkpoints.write_atomically): a killed process never leaves
+a half-written checkpoint, nor a partial temporary file anywhere. A fit resumed in a new run
+folder keeps the best checkpoint so far (copied over) and its score.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 from weakref import proxy
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from nnlab.checkpoints import is_url, moved_state, remove_leftovers, save_atomically
 from nnlab.core import ConfigError
 from nnlab.speed.lightning import ModelCheckpointSteps, dump_checkpoint, training_moment
+
+log = logging.getLogger(__name__)
 
 
 class BufferedCheckpoint(ModelCheckpointSteps):
@@ -50,6 +61,45 @@ class BufferedCheckpoint(ModelCheckpointSteps):
         # (moment, options) -> the dump taken then, shared with the trainer's other checkpoint
         # callbacks (see _moment_dump).
         self._dump: tuple[tuple, dict[str, Any]] | None = None
+        # Set by setup for load_state_dict, which is called without the trainer.
+        self._fitting, self._global_zero = True, True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            if trainer.ckpt_path:  # resuming in its own run folder fills a folder with files
+                warnings.filterwarnings("ignore", "Checkpoint directory .* is not empty")
+            super().setup(trainer, pl_module, stage)
+        self._fitting, self._global_zero = stage == "fit", trainer.is_global_zero
+        # Plain local writes (Lightning's default writer, for every strategy saving through
+        # it) become atomic ones.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if self._fitting and self._global_zero and self.dirpath and not is_url(self.dirpath):
+            remove_leftovers(self.dirpath)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the state saved in the checkpoint a fit resumes from. Saved in another folder
+        (resuming in a new run folder), its files are copied here and named here first
+        (nnlab.checkpoints.moved_state), where Lightning would keep only best_model_path: the
+        next epoch would then count as the best whatever its score. Loading a checkpoint to
+        validate or test it leaves this callback's state as the fit left it."""
+        if not self._fitting:
+            return
+        saved_in = state_dict.get("dirpath")
+        if saved_in and self.dirpath and saved_in != self.dirpath:
+            state_dict, lost = moved_state(
+                state_dict, self.dirpath, self.mode, copy=self._global_zero
+            )
+            if lost and self.monitor and self._global_zero:
+                log.warning(
+                    "resuming in a new folder, %s could not be copied from %s: it is gone. "
+                    "This run's best checkpoint is the best of the epochs from here on (and "
+                    "of the earlier files left), not of every epoch: its test metrics may "
+                    "differ from an uninterrupted run's",
+                    ", ".join(Path(path).name for path in lost),
+                    saved_in,
+                )
+        super().load_state_dict(state_dict)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
@@ -151,6 +201,21 @@ class BufferedCheckpoint(ModelCheckpointSteps):
         if trainer.is_global_zero:
             for filepath, checkpoint in pending.items():
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, filepath)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing local files atomically
+    (nnlab.checkpoints.save_atomically) rather than through fsspec, whose transaction writes
+    each file whole in $TMPDIR first and leaves it there when the process is killed. Remote
+    paths and storage options go to Lightning's writer."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or is_url(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+        else:
+            save_atomically(checkpoint, str(path))
 
 
 def _copy_tensors(obj: Any) -> Any:
