@@ -201,6 +201,19 @@ def test_refusals_name_the_problem(make_cfg, tmp_path):
         predict(predict_cfg(tmp_path, f"ckpt_path={tmp_path / 'old.ckpt'}", f"input={png}"))
 
 
+def test_options_are_checked_before_the_checkpoint_is_read(tmp_path):
+    common = ("ckpt_path=never_read.ckpt", f"input={tmp_path}")
+    with pytest.raises(ConfigError, match="batch_size must be a positive int, got 0"):
+        predict(predict_cfg(tmp_path, *common, "batch_size=0"))
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:<n>"):
+        predict(predict_cfg(tmp_path, *common, "device=tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no GPU is available here; use device=cpu"):
+            predict(predict_cfg(tmp_path, *common, "device=cuda"))
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=never_read\.ckpt: no such file"):
+        predict(predict_cfg(tmp_path, *common))
+
+
 def test_predict_py_writes_predictions_into_its_run_folder(make_cfg, tmp_path):
     ckpt, _ = fit(make_cfg, "data=xor")
     points = tmp_path / "points.csv"

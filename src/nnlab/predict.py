@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from nnlab.checkpoints import fetch_checkpoint_url, module_class_path, read_checkpoint
 from nnlab.console import setup_console
@@ -55,29 +56,17 @@ class Chunk:
 def predict(cfg: DictConfig) -> str:
     """Writes the predictions of checkpoint `cfg.ckpt_path` on `cfg.input` to `cfg.output`
     (null: predictions.csv in the run folder); returns that file's path."""
-    check_options(cfg)
+    device = check_options(cfg)
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then read like a local file
     setup_console()
-    path = Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file")
-    checkpoint = read_checkpoint(str(path))
-    prep = stored_preprocessing(checkpoint, str(path))
-    cls = get_class(module_class_path(checkpoint))
-    module: TaskModule = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    module, prep = load_checkpoint(cfg.ckpt_path)
     module.to(device).eval()
     id_column = cfg.get("id_column")
     count, chunks = read_inputs(Path(cfg.input), prep, module.spec, cfg.batch_size, id_column)
     output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
-    norm = normalizer(prep)
     columns = Columns(module.spec, cfg.all_probabilities, id_column or "input")
-    from tqdm.auto import tqdm
-
+    norm = normalizer(prep)
     failed = 0
     with (
         output.open("w", newline="") as f,
@@ -86,25 +75,45 @@ def predict(cfg: DictConfig) -> str:
         writer = csv.writer(f)
         writer.writerow(columns.header)
         for chunk in chunks:
-            rows = columns.rows(chunk, *outputs(module, chunk.x, norm, device))
-            writer.writerows(rows)
+            writer.writerows(columns.rows(chunk, *outputs(module, chunk.x, norm, device)))
             failed += sum(e is not None for e in chunk.errors)
             bar.update(len(chunk.names))
     log.info("%d predictions written to %s", count - failed, output)
     if failed:
         log.warning("%d of %d inputs could not be read (see the error column)", failed, count)
-    print(f"predictions: {output} ({count} inputs, {failed} unreadable)")
+    inputs = f"{count} input" + ("" if count == 1 else "s")
+    print(f"predictions: {output} ({inputs}, {failed} unreadable)")
     return str(output)
 
 
-def check_options(cfg: DictConfig) -> None:
-    """predict.yaml's options: a batch size, a device, an input that exists."""
+def check_options(cfg: DictConfig) -> torch.device:
+    """predict.yaml's options: a batch size, an input that exists, a device that is there
+    (returned; auto: a GPU if there is one)."""
     if not (is_int(cfg.batch_size) and cfg.batch_size >= 1):
         raise ConfigError(f"batch_size must be a positive int, got {cfg.batch_size!r}")
-    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:<n>, got {cfg.device!r}")
     if not Path(cfg.input).exists():
         raise FileNotFoundError(f"input={cfg.input}: no such file or folder")
+    device = str(cfg.device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:<n>, got {cfg.device!r}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no GPU is available here; use device=cpu")
+    return torch.device(device)
+
+
+def load_checkpoint(ckpt_path: str) -> tuple[TaskModule, dict[str, Any]]:
+    """The task module a checkpoint written by train.py holds (on the CPU), and the
+    preprocessing of its data; both read as weights and plain data only."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
+    checkpoint = read_checkpoint(str(path))
+    prep = stored_preprocessing(checkpoint, str(path))
+    cls = get_class(module_class_path(checkpoint))
+    module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return module, prep
 
 
 def stored_preprocessing(checkpoint: dict[str, Any], ckpt_path: str) -> dict[str, Any]:
