@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from nnlab import cli
+from nnlab.core import ConfigError
 from nnlab.data.loaders import BatchOrder, EpochPermutation, HostBatches, TensorBatches
-from nnlab.ddp import launch_arguments
+from nnlab.ddp import check_shared_folder, launch_arguments
 from nnlab.tasks.metrics import EpochSums
 from nnlab.train import train
 from tests.conftest import ROOT, run_script
@@ -98,6 +99,20 @@ def test_a_rank_without_samples_takes_part_and_gets_everyone_s_means():
 
     assert empty.means("val", reduce) == {"val/loss": pytest.approx(0.5)}
     assert sent == [[0.0, 0.0]]  # no loss, no samples
+
+
+def test_a_torchrun_single_run_must_name_its_folder(make_cfg, monkeypatch):
+    """Each process torchrun starts names its own run folder unless hydra.run.dir names one."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    make_cfg()
+    with pytest.raises(ConfigError, match=r"hydra\.run\.dir="):
+        check_shared_folder()
+    make_cfg("hydra.run.dir=somewhere")
+    check_shared_folder()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing to share
+    make_cfg()
+    check_shared_folder()
 
 
 def test_multirun_command_keeps_flags_and_drops_the_sweep():

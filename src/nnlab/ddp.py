@@ -7,7 +7,9 @@ into a sweep folder of its own, and only keep step with the first process by luc
 `job_processes` makes them run the one job, in the job's folder, and clears what a launch leaves
 behind (the process group, the launch's environment variables) when the job ends, so that the
 next job of the sweep starts processes of its own. Processes started by torchrun or SLURM are
-left alone: there every rank is started by the launcher, already in the job's folder.
+left alone: there the launcher starts every rank. Under Hydra's SLURM launcher a job's tasks
+share the job's folder; a single run started by torchrun must name its folder
+(`hydra.run.dir=...`), or each process would make one of its own (`check_shared_folder`).
 
 This module relies on one Lightning internal, the function its launcher builds that command
 with; `check_launcher` verifies at import that it is still there (checked: Lightning 2.6.6).
@@ -27,6 +29,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_original_cwd, to_absolute_path
 from lightning.pytorch.strategies.launchers import subprocess_script
+
+from nnlab.core import ConfigError
 
 # What Lightning's launcher sets in the first process's environment to start the others.
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -85,12 +89,29 @@ def launch_arguments(argv: Sequence[str]) -> list[str]:
     return kept
 
 
+def check_shared_folder() -> None:
+    """Refuses a single run whose processes some launcher other than Lightning's started
+    (torchrun: WORLD_SIZE > 1 and LOCAL_RANK set at start) without `hydra.run.dir`: each
+    process would name its own run folder (a random id per process) and write into it."""
+    if not HydraConfig.initialized() or in_multirun():
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "LOCAL_RANK" not in os.environ:
+        return
+    if any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra):
+        return
+    raise ConfigError(
+        "this run's processes were started by a launcher such as torchrun, each with a run "
+        "folder of its own: name one for all of them, e.g. hydra.run.dir=logs/train/runs/ddp1"
+    )
+
+
 @contextmanager
 def job_processes(trainer: L.Trainer) -> Iterator[None]:
     """Runs the block (a job's fitting and testing with `trainer`) so that under a multirun
     the DDP processes Lightning starts run this job alone, in its folder (see the module's
     docstring), and are gone when it ends. Does nothing outside a multirun, or in a process
-    that some launcher (Lightning's, torchrun, SLURM) started."""
+    that some launcher (Lightning's, torchrun, SLURM) started, but `check_shared_folder`."""
+    check_shared_folder()
     if not in_multirun() or "LOCAL_RANK" in os.environ:
         yield
         return
