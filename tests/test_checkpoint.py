@@ -77,10 +77,12 @@ def fit(
     epochs: int = 4,
     validate: bool = True,
     val_check_interval: float = 1.0,
+    ckpt_path: Path | None = None,
     **checkpoint,
 ) -> L.Trainer:
     """Fits the Regressor with best.ckpt (by val/loss, or train_loss without validation) and
-    last.ckpt callbacks: BufferedCheckpoint, or Lightning's ModelCheckpoint for None."""
+    last.ckpt callbacks: BufferedCheckpoint, or Lightning's ModelCheckpoint for None; resumed
+    from `ckpt_path` if given."""
     L.seed_everything(0, verbose=False)
     monitor = "val/loss" if validate else "train_loss"
     options = {"filename": "best", "monitor": monitor, "mode": "min", **checkpoint}
@@ -99,7 +101,7 @@ def fit(
         val_check_interval=val_check_interval,
     )
     module = Regressor() if validate else TrainLossRegressor()
-    trainer.fit(module, loader(), loader() if validate else None)
+    trainer.fit(module, loader(), loader() if validate else None, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -282,3 +284,68 @@ def test_without_buffering_best_and_last_still_share_one_dump(tmp_path, monkeypa
     events = EpochEndEvents(monkeypatch)
     fit(tmp_path, 0, extra=[events], validate=False, epochs=4, mode="min")
     assert [end.count("dump") for end in events.events] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("write_every_s", [0, 3600], ids=["direct", "buffered"])
+def test_a_fit_resumed_in_a_new_folder_keeps_the_best_checkpoint_and_its_score(
+    tmp_path, recwarn, write_every_s
+):
+    # mode=max: the first epoch stays the best (the loss falls), so that Lightning's restore in
+    # a new folder, which forgets the best score, would take the first resumed epoch instead.
+    straight = fit(tmp_path / "straight", write_every_s, epochs=5, mode="max")
+    fit(tmp_path / "old", write_every_s, epochs=3, mode="max")
+    new = tmp_path / "new"
+    resumed = fit(new, write_every_s, epochs=5, mode="max", ckpt_path=tmp_path / "old/last.ckpt")
+    best = resumed.checkpoint_callback
+    assert best.best_model_path == str(new / "best.ckpt")
+    assert best.best_model_score == straight.checkpoint_callback.best_model_score
+    assert best.best_k_models == {str(new / "best.ckpt"): best.best_model_score}
+    assert (load(new / "best.ckpt")["epoch"], load(new / "last.ckpt")["epoch"]) == (0, 4)
+    for key, value in load(tmp_path / "straight/best.ckpt")["state_dict"].items():
+        assert torch.equal(load(new / "best.ckpt")["state_dict"][key], value), key
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
+    assert load(tmp_path / "old/last.ckpt")["epoch"] == 2  # the old folder is left as it was
+    # Evaluating the copied best.ckpt (its saved state names the old folder) copies nothing.
+    resumed.validate(resumed.lightning_module, loader(), ckpt_path=best.best_model_path)
+    assert load(new / "last.ckpt")["epoch"] == 4
+    assert best.best_model_path == str(new / "best.ckpt")
+
+
+def test_a_best_checkpoint_gone_from_the_old_folder_is_warned_about(tmp_path, caplog):
+    fit(tmp_path / "old", 0, epochs=3, mode="max")
+    (tmp_path / "old" / "best.ckpt").unlink()
+    new = tmp_path / "new"
+    with caplog.at_level("WARNING"):
+        resumed = fit(new, 0, epochs=5, mode="max", ckpt_path=tmp_path / "old/last.ckpt")
+    assert f"best.ckpt could not be copied from {tmp_path / 'old'}: it is gone" in caplog.text
+    # The best of the epochs run since: the first of them, the loss falling.
+    assert resumed.checkpoint_callback.best_model_path == str(new / "best.ckpt")
+    assert load(new / "best.ckpt")["epoch"] == 3
+
+
+def test_files_are_written_beside_their_target_never_in_tmpdir(tmp_path, monkeypatch):
+    import tempfile
+
+    from nnlab.speed.checkpoint import AtomicCheckpointIO
+
+    # Lightning's own writer (fsspec's transaction) writes each file whole in $TMPDIR first,
+    # where a killed process leaves it.
+    made, mkstemp = [], tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: made.append(1) or mkstemp(*a, **k))
+    fit(tmp_path / "lightning", None, epochs=2)
+    assert len(made) == 4  # best and last, each epoch
+    made.clear()
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    # Left by killed writes: ours (removed as fitting starts), and files that are not ours.
+    for name in (".best.ckpt.4242.tmp", ".last.ckpt.17.tmp", "notes.tmp", ".cache.tmp"):
+        (folder / name).write_bytes(b"partial")
+    trainer = fit(folder, 0, epochs=2)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert made == []
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".cache.tmp",
+        "best.ckpt",
+        "last.ckpt",
+        "notes.tmp",
+    ]

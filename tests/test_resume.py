@@ -14,8 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
+from nnlab.checkpoints import (
+    copy_atomically,
+    moved_state,
+    remove_leftovers,
+    resolve_last_checkpoint,
+    save_atomically,
+    write_atomically,
+)
+from nnlab.core import ConfigError
 from nnlab.train import train
 
 from .conftest import ROOT
@@ -44,6 +53,7 @@ def epoch_of(path: str | Path) -> int:
     return torch.load(path, weights_only=True, mmap=True)["epoch"]
 
 
+@pytest.mark.slow
 def test_resumed_in_a_new_or_its_own_folder_equals_an_uninterrupted_run(make_cfg, recwarn):
     straight = make_cfg(*RUN, f"trainer.max_epochs={EPOCHS}")
     train(straight)
@@ -68,6 +78,108 @@ def test_resumed_in_a_new_or_its_own_folder_equals_an_uninterrupted_run(make_cfg
         own.paths.output_dir = first.paths.output_dir
     train(own)
     assert outcome(own.paths.output_dir) == outcome(straight.paths.output_dir)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-temp", "named-temp"])
+def test_a_file_is_never_seen_half_written(tmp_path, monkeypatch, unnamed):
+    if not unnamed:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    path = tmp_path / "best.ckpt"
+    path.write_bytes(b"old")
+    seen = []
+
+    def write(file) -> None:
+        file.write(b"new, half")
+        seen.append(sorted(os.listdir(tmp_path)))
+        file.write(b" and the rest")
+
+    write_atomically(str(path), write)
+    assert path.read_bytes() == b"new, half and the rest"
+    # While writing, the old file is whole; the new one has no name yet (or a temporary one).
+    temp = [] if unnamed else [f".best.ckpt.{os.getpid()}.tmp"]
+    assert seen == [sorted(["best.ckpt", *temp])]
+
+    def fail(file) -> None:
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(str(path), fail)
+    assert os.listdir(tmp_path) == ["best.ckpt"] and path.read_bytes() == b"new, half and the rest"
+    save_atomically({"epoch": 3}, str(tmp_path / "sub" / "last.ckpt"))
+    copy_atomically(str(tmp_path / "sub" / "last.ckpt"), str(tmp_path / "copy.ckpt"))
+    assert torch.load(tmp_path / "copy.ckpt", weights_only=True) == {"epoch": 3}
+    assert sorted(os.listdir(tmp_path)) == ["best.ckpt", "copy.ckpt", "sub"]
+
+
+def test_only_leftovers_of_checkpoint_writes_are_removed(tmp_path):
+    names = [".best.ckpt.12.tmp", ".last.ckpt.345.tmp", "best.ckpt", ".x.tmp", "y.1.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert sorted(remove_leftovers(tmp_path)) == [".best.ckpt.12.tmp", ".last.ckpt.345.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [".x.tmp", "best.ckpt", "y.1.tmp"]
+    assert remove_leftovers(tmp_path / "missing") == []
+
+
+def test_ckpt_path_last_is_this_folders_last_checkpoint_else_the_latest_runs(tmp_path):
+    runs = tmp_path / "logs" / "train" / "runs"
+
+    def cfg(output_dir: Path, ckpt_path: str | None = "last"):
+        paths = {"output_dir": str(output_dir), "log_dir": str(tmp_path / "logs")}
+        return OmegaConf.create({"ckpt_path": ckpt_path, "task_name": "train", "paths": paths})
+
+    new = cfg(runs / "c")
+    with pytest.raises(ConfigError, match=r"ckpt_path=last: there is no checkpoints/last.ckpt"):
+        resolve_last_checkpoint(new)
+    for i, name in enumerate(["b", "a"]):  # a written last, though named first
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"")
+        os.utime(runs / name / "checkpoints" / "last.ckpt", (1e9 + i, 1e9 + i))
+    resolve_last_checkpoint(new)
+    assert new.ckpt_path == str(runs / "a" / "checkpoints" / "last.ckpt")
+    own = cfg(runs / "b")  # hydra.run.dir=<an earlier run>: its own last.ckpt
+    resolve_last_checkpoint(own)
+    assert own.ckpt_path == str(runs / "b" / "checkpoints" / "last.ckpt")
+    for other in (None, "some.ckpt", "hpc"):
+        unchanged = cfg(runs / "c", other)
+        resolve_last_checkpoint(unchanged)
+        assert unchanged.ckpt_path == other
+
+
+def test_a_moved_state_keeps_the_files_found_and_ranks_what_remains(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    scores = {"e1.ckpt": 0.9, "e2.ckpt": 0.8, "e3.ckpt": 0.7}  # top 3 by val/acc (max)
+    state = {
+        "dirpath": str(old),
+        "best_k_models": {str(old / n): torch.tensor(v) for n, v in scores.items()},
+        "best_model_path": str(old / "e1.ckpt"),
+        "best_model_score": torch.tensor(0.9),
+        "kth_best_model_path": str(old / "e3.ckpt"),
+        "kth_value": torch.tensor(0.7),
+        "last_model_path": "",
+    }
+    (old / "e2.ckpt").write_bytes(b"two")  # copied over
+    (new / "e3.ckpt").write_bytes(b"three")  # gone from the old folder, found in the new one
+    moved, lost = moved_state(state, str(new), "max")
+    assert lost == [str(old / "e1.ckpt")]  # the best: gone from both
+    assert moved["dirpath"] == str(new) and (new / "e2.ckpt").read_bytes() == b"two"
+    assert moved["best_k_models"] == {str(new / "e2.ckpt"): 0.8, str(new / "e3.ckpt"): 0.7}
+    assert (moved["best_model_path"], float(moved["best_model_score"])) == (
+        str(new / "e2.ckpt"),
+        pytest.approx(0.8),
+    )
+    assert (moved["kth_best_model_path"], moved["kth_value"]) == (str(new / "e3.ckpt"), 0.7 * 1)
+    # Another rank names the same files without copying them.
+    (new / "e2.ckpt").unlink()
+    assert moved_state(state, str(new), "max", copy=False)[0] == moved
+    assert not (new / "e2.ckpt").exists()
+    # Nothing left: no best, and a k-th value any checkpoint beats.
+    (old / "e2.ckpt").unlink(), (new / "e3.ckpt").unlink()
+    empty, lost = moved_state(state, str(new), "min")
+    assert len(lost) == 3 and empty["best_k_models"] == {}
+    assert (empty["best_model_path"], empty["best_model_score"]) == ("", None)
+    assert (empty["kth_best_model_path"], float(empty["kth_value"])) == ("", float("inf"))
 
 
 # Loaded by the killed train.py processes (on their PYTHONPATH), as `+callbacks.pause`.

@@ -216,30 +216,17 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None:
     """Writes a file by `write(file)` into a temporary file in the folder of `path`, renamed over
     `path` when complete (os.replace: atomic on one file system). On Linux the temporary file
     has no name until it is complete (O_TMPFILE): a process killed while writing leaves nothing.
-    Where the file system has no unnamed files it is `.<name>.<pid>.tmp`, which only a kill
-    leaves behind (until `remove_leftovers`). Nothing goes through $TMPDIR: fsspec, which
-    Lightning's own checkpoint writes use, writes the whole file there first and leaves it
-    there when the process is killed; and where $TMPDIR is another file system, its final move
-    is a copy that a kill leaves half-written at `path`."""
+    Then, or from the start where the file system has no unnamed files, it is
+    `.<name>.<pid>.tmp`, which only a kill leaves behind (until `remove_leftovers`). Nothing
+    goes through $TMPDIR: fsspec, which Lightning's own checkpoint writes use, writes the whole
+    file there first and leaves it there when the process is killed; and where $TMPDIR is
+    another file system, its final move is a copy that a kill leaves half-written at `path`."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    named = not _write_unnamed(folder, temp, write)
     try:
-        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
-    except (AttributeError, OSError):  # not Linux, or a file system without unnamed files
-        fd = None
-    if fd is not None:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)  # a leftover of a killed process that had this pid
-            try:  # names the complete file (linkat following /proc's link to it)
-                os.link(f"/proc/self/fd/{fd}", temp)
-            except OSError:  # no /proc: written again below, under a name
-                fd = None
-    try:
-        if fd is None:
+        if named:
             with open(temp, "wb") as file:
                 write(file)
         os.replace(temp, path)
@@ -247,6 +234,30 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def _write_unnamed(folder: str, temp: str, write: Callable[[IO[bytes]], Any]) -> bool:
+    """Writes a file by `write(file)` unnamed in `folder` (O_TMPFILE), then names it `temp`;
+    False where that cannot be done (not Linux, no such file system support, no /proc)."""
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    except (AttributeError, OSError):
+        return False
+    with os.fdopen(fd, "wb") as file:
+        write(file)
+        file.flush()
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # a leftover of a killed process that had this pid
+            # linkat(AT_SYMLINK_FOLLOW) of /proc's link to the file: os.link takes that
+            # call, rather than link(), when given a folder's descriptor.
+            os.link(f"/proc/self/fd/{fd}", os.path.basename(temp), dst_dir_fd=folder_fd)
+        except OSError:
+            return False
+        finally:
+            os.close(folder_fd)
+    return True
 
 
 def remove_leftovers(folder: str | Path) -> list[str]:
