@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,7 +26,13 @@ from optuna.distributions import (  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from hydra_plugins.nnlab_optuna_sweeper import _search  # noqa: E402
-from nnlab.sweeps import PRUNED_AT, mark_results_pruned, worst_value  # noqa: E402
+from nnlab.sweeps import (  # noqa: E402
+    JOB_NUM,
+    PRUNED_AT,
+    SWEEP_DIR,
+    mark_results_pruned,
+    worst_value,
+)
 from nnlab.sweeps import pruning as pruning_module  # noqa: E402
 from nnlab.sweeps.pruning import OptunaPruning, job_trial  # noqa: E402
 
@@ -100,6 +107,62 @@ def test_a_pruned_trial_is_told_pruned_and_its_results_say_so(tmp_path):
     assert results["pruned_at"] == 0
     assert results["value"] == 0.6
     assert not mark_results_pruned(tmp_path / "nothing", 0)
+
+
+class RecordingLauncher:
+    """A launcher that runs no job: each returns 1 - |x - 0.3| for its x, and the calls are
+    kept."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[tuple[str, ...]], int]] = []
+
+    def launch(self, overrides, initial_job_idx):
+        self.calls.append((list(overrides), initial_job_idx))
+        values = [1 - abs(float(dict(o.split("=") for o in job)["x"]) - 0.3) for job in overrides]
+        return [job_return(v) for v in values]
+
+
+def sweeper(tmp_path: Path, n_trials: int, run: str) -> SimpleNamespace:
+    """What run_study reads of OptunaSweeper, for a study in tmp_path/study.db."""
+    return SimpleNamespace(
+        direction="max",
+        storage=f"sqlite:///{tmp_path}/optuna/study.db",
+        study_name="toy",
+        n_trials=n_trials,
+        n_jobs=2,
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+        params=OmegaConf.create({"x": "interval(0.0, 1.0)"}),
+        config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / run)}}}),
+        launcher=RecordingLauncher(),
+    )
+
+
+def test_the_study_runs_in_batches_of_n_jobs_and_a_rerun_resumes_it(tmp_path):
+    first = sweeper(tmp_path, n_trials=3, run="run1")
+    _search.run_study(first, ["trainer.max_epochs=2"])
+    # Batches of n_jobs=2, numbered on; the command line's fixed overrides go to every job.
+    assert [(len(jobs), start) for jobs, start in first.launcher.calls] == [(2, 0), (1, 2)]
+    assert all(job[0] == "trainer.max_epochs=2" for jobs, _ in first.launcher.calls for job in jobs)
+    study = optuna.load_study(study_name="toy", storage=first.storage)
+    before = [(t.params, t.value) for t in study.trials]
+    assert [t.user_attrs[JOB_NUM] for t in study.trials] == [0, 1, 2]
+    assert {t.user_attrs[SWEEP_DIR] for t in study.trials} == {str(tmp_path / "run1")}
+
+    second = sweeper(tmp_path, n_trials=5, run="run2")
+    _search.run_study(second, [])
+    assert [(len(jobs), start) for jobs, start in second.launcher.calls] == [(2, 0)]
+    trials = optuna.load_study(study_name="toy", storage=first.storage).trials
+    assert len(trials) == 5
+    assert [(t.params, t.value) for t in trials[:3]] == before
+    summary = OmegaConf.load(tmp_path / "run2" / "optimization_results.yaml")
+    assert summary.n_trials == 5 and summary.best_value == max(t.value for t in trials)
+
+    # A finished study launches nothing and still reports its best trial.
+    third = sweeper(tmp_path, n_trials=5, run="run3")
+    _search.run_study(third, [])
+    assert third.launcher.calls == []
+    assert (tmp_path / "run3" / "optimization_results.yaml").is_file()
 
 
 def test_direction_must_be_known():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -80,7 +81,8 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
             f"hydra.sweeper.direction={sweeper.direction}: use maximize or minimize (max/min), "
             "e.g. direction: ${optimized_mode} with optimized_mode set"
         )
-    space, fixed = search_space(OmegaConf.to_container(sweeper.params or {}), arguments)
+    params = OmegaConf.to_container(sweeper.params) if sweeper.params else {}
+    space, fixed = search_space(params, arguments)
     study = optuna.create_study(
         study_name=sweeper.study_name,
         storage=open_storage(sweeper.storage) if sweeper.storage else None,
@@ -155,4 +157,6 @@ def summarize(study: optuna.Study, sweep_dir: str) -> None:
         "best_params": best.params,
         "n_trials": len(study.trials),
     }
-    OmegaConf.save(OmegaConf.create(summary), f"{sweep_dir}/optimization_results.yaml")
+    # The folder exists only if this run launched a job (a finished study launches none).
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(summary), Path(sweep_dir) / "optimization_results.yaml")
