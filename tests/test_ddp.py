@@ -18,7 +18,7 @@ import torch
 from nnlab import cli
 from nnlab.core import ConfigError
 from nnlab.data.loaders import BatchOrder, EpochPermutation, HostBatches, TensorBatches
-from nnlab.ddp import check_shared_folder, launch_arguments
+from nnlab.ddp import check_shared_folder, job_command, launch_arguments
 from nnlab.tasks.metrics import EpochSums
 from nnlab.train import train
 from tests.conftest import ROOT, run_script
@@ -113,6 +113,14 @@ def test_a_torchrun_single_run_must_name_its_folder(make_cfg, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing to share
     make_cfg()
     check_shared_folder()
+
+
+def test_a_parallel_launcher_cannot_start_ddp_processes(make_cfg):
+    """Its jobs run in worker processes, whose command line is not the script's."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    make_cfg("hydra/launcher=local_parallel")
+    with pytest.raises(ConfigError, match="hydra/launcher=local_parallel runs jobs in worker"):
+        job_command(1)
 
 
 def test_multirun_command_keeps_flags_and_drops_the_sweep():

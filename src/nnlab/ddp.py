@@ -57,8 +57,18 @@ def in_multirun() -> bool:
 def job_command(local_rank: int) -> tuple[list[str], str]:
     """The command, and the folder to run it in, that starts process `local_rank` of this
     multirun job: the script with the job's own overrides (no `-m`, no sweep), in the job's
-    folder, like Lightning's command for a single run."""
+    folder, like Lightning's command for a single run. Refuses a launcher that runs jobs in
+    worker processes (hydra/launcher=local_parallel)."""
     hydra = HydraConfig.get()
+    if not str(hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
+        # A parallel launcher runs jobs in worker processes, whose command line is the
+        # worker's: there is no script to start again.
+        choice = hydra.runtime.choices.get("hydra/launcher")
+        raise ConfigError(
+            f"hydra/launcher={choice} runs jobs in worker processes, which cannot start "
+            "the DDP processes of trainer.strategy=ddp: use the default launcher (jobs one "
+            "after another) or hydra/launcher=slurm (SLURM starts them)"
+        )
     import __main__  # the script being run (imported here, as Lightning does: it changes)
 
     spec = getattr(__main__, "__spec__", None)
