@@ -165,6 +165,26 @@ def test_the_study_runs_in_batches_of_n_jobs_and_a_rerun_resumes_it(tmp_path):
     assert (tmp_path / "run3" / "optimization_results.yaml").is_file()
 
 
+def test_trials_cut_short_by_ctrl_c_are_failed_and_run_anew(tmp_path):
+    """Ctrl-C in a job reaches the sweeper as KeyboardInterrupt (or Lightning's SystemExit):
+    the batch's trials are FAIL (never evaluated: no value for the sampler), the sweep stops,
+    and a rerun does not count them toward n_trials."""
+
+    class Interrupted(RecordingLauncher):
+        def launch(self, overrides, initial_job_idx):
+            raise KeyboardInterrupt
+
+    cut = sweeper(tmp_path, n_trials=3, run="run1")
+    cut.launcher = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        _search.run_study(cut, [])
+    rerun = sweeper(tmp_path, n_trials=3, run="run2")
+    _search.run_study(rerun, [])
+    trials = optuna.load_study(study_name="toy", storage=rerun.storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3
+    assert trials[0].user_attrs["error"] == "interrupted"
+
+
 def test_direction_must_be_known():
     sweeper = OmegaConf.create({"direction": None, "params": {}})
     with pytest.raises(ValueError, match="maximize or minimize"):

@@ -34,7 +34,8 @@ from nnlab.sweeps import (
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# The trials n_trials counts: evaluated ones (a failed job is COMPLETE with the worst value).
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 
 
@@ -110,7 +111,15 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
             trial.set_user_attr(SWEEP_DIR, sweep_dir)
             trial.set_user_attr(JOB_NUM, job_num + i)
         overrides = [(*fixed, *(f"{k}={v}" for k, v in t.params.items())) for t in trials]
-        returns = sweeper.launcher.launch(overrides, initial_job_idx=job_num)
+        try:
+            returns = sweeper.launcher.launch(overrides, initial_job_idx=job_num)
+        except BaseException:  # Ctrl-C, or the launcher itself failed
+            # Not evaluated, so not a value of the study: FAIL, left out of n_trials and of
+            # the sampler's model; a rerun of the command resumes with new trials.
+            for trial in trials:
+                trial.set_user_attr("error", "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+            raise
         job_num += len(returns)
         # Read back from the storage: the jobs wrote their pruning there.
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -5,7 +5,8 @@ storage fails on SQLAlchemy 2 (AssertionError reading the schema version), and i
 a pruned trial. This sweeper keeps its interface (`params` in Hydra's override grammar, sampler,
 direction, storage, study_name, n_trials, n_jobs) on current Optuna and adds: a pruner, fed by
 the jobs' validation curves (nnlab.sweeps.pruning); n_trials counted over the whole study, so
-rerunning a command resumes its study; a failed job told as the study's worst value.
+rerunning a command resumes its study (trials cut short by Ctrl-C are marked FAIL and run
+anew); a failed job told as the study's worst value.
 
 Hydra accepts plugins only under the hydra_plugins package and imports every plugin module at
 each start, so this module imports no optuna (`--cfg job` stays fast); _search.py does."""
