@@ -349,3 +349,48 @@ def test_files_are_written_beside_their_target_never_in_tmpdir(tmp_path, monkeyp
         "last.ckpt",
         "notes.tmp",
     ]
+
+
+class DueAt(L.Callback):
+    """Makes the last.ckpt callback's buffered files due at epoch `epoch`'s end, not the best's."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            last = next(cb for cb in trainer.checkpoint_callbacks if cb.monitor is None)
+            last._written_at -= last.write_every_s
+
+
+class EpochsAtEpochStart(L.Callback):
+    """Records, at each epoch start, the epoch of each checkpoint file on disk (and the best
+    checkpoint that last.ckpt's best callback state names)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.seen = folder, []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        files = {p.name: load(p) for p in self.folder.glob("*.ckpt")}
+        seen = {name: checkpoint["epoch"] for name, checkpoint in files.items()}
+        if "last.ckpt" in files:
+            states = files["last.ckpt"]["callbacks"].values()
+            seen["named"] = next(s["best_model_path"] for s in states if s["monitor"])
+        self.seen.append(seen)
+
+
+def test_a_last_checkpoint_is_never_on_disk_before_the_best_one_it_names(tmp_path):
+    # The loss falls: each epoch is the best, kept pending by its callback. When last.ckpt
+    # is due, the best.ckpt that it names (file and score) is written with it, first.
+    watch = EpochsAtEpochStart(tmp_path)
+    fit(tmp_path, write_every_s=3600, extra=[DueAt(2), watch], epochs=4)
+    best = str(tmp_path / "best.ckpt")
+    assert watch.seen == [{}, {}, {}, {"best.ckpt": 2, "last.ckpt": 2, "named": best}]
+
+
+def test_lightnings_checkpoint_state_holds_what_a_move_renames():
+    # nnlab.checkpoints.moved_state renames these; a Lightning that adds a path must be seen.
+    state = ModelCheckpoint(dirpath="x").state_dict()
+    paths = {"best_model_path", "kth_best_model_path", "last_model_path", "best_k_models"}
+    scores = {"best_model_score", "kth_value", "current_score"}
+    assert set(state) == paths | scores | {"dirpath", "monitor"}

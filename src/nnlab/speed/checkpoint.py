@@ -138,7 +138,7 @@ class BufferedCheckpoint(ModelCheckpointSteps):
         due = time.monotonic() - self._written_at >= self.write_every_s
         # Every rank must take the same decision: writing ends in a barrier.
         if trainer.strategy.broadcast(due):
-            self.write_pending(trainer)
+            self.write_all_pending(trainer)
 
     def _take(self, trainer: L.Trainer, filepath: str) -> None:
         """Takes the checkpoint that Trainer.save_checkpoint would write now, and writes it or
@@ -188,19 +188,34 @@ class BufferedCheckpoint(ModelCheckpointSteps):
             for logger in trainer.loggers:  # e.g. W&B's log_model reads the files
                 logger.after_save_checkpoint(proxy(self))
 
+    def write_all_pending(self, trainer: L.Trainer) -> None:
+        """Writes the pending checkpoints of every BufferedCheckpoint of the trainer, those with a
+        monitor (best.ckpt) first. A last.ckpt names the best checkpoint and its score: written
+        alone, it could name a best.ckpt still pending, and a run resumed from it after a kill
+        would test an older best.ckpt under the newer one's score."""
+        for peer in _peers(trainer):
+            peer.write_pending(trainer)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        self.write_pending(trainer)
+        self.write_all_pending(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         super().on_exception(trainer, pl_module, exception)
         # Only rank 0 writes, and without a barrier: other ranks may be gone.
-        pending, self._pending = self._pending, {}
-        if trainer.is_global_zero:
-            for filepath, checkpoint in pending.items():
-                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, filepath)
+        for peer in _peers(trainer):
+            pending, peer._pending = peer._pending, {}
+            if trainer.is_global_zero:
+                for filepath, checkpoint in pending.items():
+                    trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, filepath)
+
+
+def _peers(trainer: L.Trainer) -> list[BufferedCheckpoint]:
+    """The trainer's BufferedCheckpoints, those with a monitor first (see write_all_pending)."""
+    peers = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, BufferedCheckpoint)]
+    return sorted(peers, key=lambda peer: peer.monitor is None)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
