@@ -14,15 +14,16 @@ import lightning as L
 import pytest
 import torch
 
-from nnlab.core import Diverged
+from nnlab.core import ConfigError, Diverged
 from nnlab.data.toy import DigitsDataModule
 from nnlab.tasks import divergence
 from nnlab.train import train
 
 from .conftest import run_script
 
-# Fast fits: no logger files, no diagnostics.
-QUIET = ("logger=none", "diagnostics=none")
+# Fast fits on the CPU (each step reads its loss there; test_cuda_... checks the GPU's way): no
+# logger files, no diagnostics.
+QUIET = ("logger=none", "diagnostics=none", "trainer.accelerator=cpu")
 DIVERGING = ("optimizer=sgd", "optimizer.lr=1e6")
 # The message's shape: what, where, the learning rate and optimizer, then the likely cause.
 LINE = re.compile(
@@ -194,6 +195,26 @@ def test_under_debug_anomaly_the_backward_pass_names_the_operation(make_cfg):
     assert match.group(1) == "gradient" and match.group(2) == "nan"
     assert "autograd anomaly detection: Function '" in results["error"]
     assert results["value"] == "-inf"
+
+
+def test_debug_anomaly_is_refused_with_a_cuda_graph(make_cfg, monkeypatch):
+    monkeypatch.setattr(divergence, "uses_gpu", lambda trainer_cfg: True)  # as on a GPU
+    with pytest.raises(ConfigError, match="cannot check a step captured as a CUDA graph"):
+        train(make_cfg("debug=anomaly", "speed=max", *QUIET))
+    divergence.check_anomaly(make_cfg("debug=anomaly", *QUIET))  # speed=default: fine
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("speed", ["default", "max"])
+def test_cuda_steps_record_the_step_that_diverged(make_cfg, speed):
+    """On a GPU steps read nothing back (speed=max replays them from a CUDA graph); the epoch's
+    read names the same step as the CPU, which reads every loss."""
+    cpu, _ = diverge(make_cfg(*DIVERGING, *QUIET))
+    cfg = make_cfg(*DIVERGING, f"speed={speed}", *QUIET[:-1], "trainer.accelerator=gpu")
+    gpu, results = diverge(cfg)
+    assert gpu.group(2) == "non-finite" and gpu.group(5) == cpu.group(5)
+    assert results["value"] == "-inf"
+    assert assert_checkpoints_finite(cfg) == []
 
 
 def test_train_py_exits_with_the_error_line_and_keeps_the_run_folder(tmp_path):

@@ -34,6 +34,7 @@ from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
 from nnlab.speed.config import check_speed, uses_gpu
+from nnlab.tasks.divergence import check_anomaly
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def check_trainer(cfg: DictConfig) -> None:
     check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
     check_accelerator(cfg.trainer.get("accelerator"))
     check_precision(cfg.trainer)
+    check_anomaly(cfg)
     check_built(cfg, "trainer", lambda: quiet_trainer(cfg.trainer))
 
 
