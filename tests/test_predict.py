@@ -28,14 +28,15 @@ QUIET = ("logger=none", "diagnostics=none", "trainer.max_epochs=1")
 
 
 def predict_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
-    """configs/predict.yaml with overrides, its run folder in tmp_path, no progress bar."""
+    """configs/predict.yaml with overrides, its run folder in tmp_path, no progress bar nor
+    config tree."""
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose("predict", overrides=[*overrides, f"paths.output_dir={tmp_path}/predict"])
     GlobalHydra.instance().clear()
     with open_dict(cfg):
-        cfg.progress = False
+        cfg.progress = cfg.print_config = False
     return cfg
 
 
@@ -223,6 +224,7 @@ def test_predict_py_writes_predictions_into_its_run_folder(make_cfg, tmp_path):
     )
     (run,) = (tmp_path / "logs" / "predict" / "runs").iterdir()
     assert f"predictions: {run / 'predictions.csv'} (3 inputs, 0 unreadable)" in proc.stdout
+    assert (run / "config_tree.txt").is_file() and (run / ".hydra" / "config.yaml").is_file()
     rows = read_rows(run / "predictions.csv")
     assert [r["input"] for r in rows] == ["0", "1", "2"]
     assert all(r["prediction"] in ("0", "1") and 0.5 <= float(r["probability"]) <= 1 for r in rows)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from nnlab.checkpoints import fetch_checkpoint_url, module_class_path, read_checkpoint
-from nnlab.console import setup_console
+from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
 from nnlab.data.csv_reader import read_csv
@@ -59,6 +59,8 @@ def predict(cfg: DictConfig) -> str:
     device = check_options(cfg)
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then read like a local file
     setup_console()
+    if cfg.get("print_config"):
+        print_config_tree(cfg, cfg.paths.output_dir)
     module, prep = load_checkpoint(cfg.ckpt_path)
     module.to(device).eval()
     id_column = cfg.get("id_column")
