@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ from nnlab.core import ConfigError, is_int
 from nnlab.core.arguments import check_options
 from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
 from nnlab.core.paths import check_folder
-from nnlab.core.ranges import check_ranges
+from nnlab.core.ranges import check_ranges, suspicious
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
@@ -89,6 +90,7 @@ def validate(cfg: DictConfig) -> str:
     placeholders) so that its own checks run now.
     """
     check_paths(cfg)
+    check_flags(cfg)
     task = data_task(cfg.data)
     data_name = picked_option("data", cfg.data._target_.rsplit(".", 1)[-1])
     model_target = cfg.model.get("_target_")
@@ -106,23 +108,26 @@ def validate(cfg: DictConfig) -> str:
     if cfg.get("speed"):
         check_speed(cfg.speed)
     check_components(cfg, task)  # the datamodule's own checks (batch_size...) run here
-    ckpt_path = local_checkpoint(cfg)
-    if ckpt_path and not os.path.isfile(ckpt_path):
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+    check_checkpoint_file(local_checkpoint(cfg))
     warn_ignored_groups(cfg)
+    groups = (plain(cfg.get(group)) or {} for group in ("optimizer", "scheduler", "trainer"))
+    for warning in suspicious(*groups):
+        log.warning(warning)
     return task
 
 
 def validate_eval(cfg: DictConfig) -> None:
-    """eval.py's share of validate(): the seed, the trainer (keys, types, a GPU where asked for,
-    built once), a data config given with data=<option> (keys, types, built once) and the
-    paths."""
+    """eval.py's share of validate(): the paths, the seed, the trainer (keys, types, a GPU
+    where asked for, built once), a data config given with data=<option> (keys, types, built
+    once) and the checkpoint file."""
     check_paths(cfg)
+    check_flags(cfg)
     if cfg.get("seed") is not None:
         resolve_seed(cfg.seed)
     if cfg.get("data"):
         check_data(cfg)
     check_trainer(cfg)
+    check_checkpoint_file(local_checkpoint(cfg))
 
 
 def check_paths(cfg: DictConfig) -> None:
@@ -130,6 +135,40 @@ def check_paths(cfg: DictConfig) -> None:
     for key, value in (cfg.get("paths") or {}).items():
         if isinstance(value, str):
             check_folder(f"paths.{key}", value)
+
+
+# Top-level switches of train.yaml and eval.yaml (a string such as "no" would count as true).
+FLAGS = ("test", "print_config")
+
+
+def check_flags(cfg: DictConfig) -> None:
+    """Refuses a top-level switch that is not true or false."""
+    for key in FLAGS:
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
+
+
+def check_checkpoint_file(ckpt_path: str | None) -> None:
+    """Refuses a local ckpt_path that is missing, empty, cut short or no checkpoint at all,
+    before anything is written: torch.save writes a zip archive, whose directory comes last,
+    so a truncated file is told apart from any other by its first bytes. (A zip archive that
+    is damaged inside, or holds code, is refused when it is read: nnlab.checkpoints.)"""
+    if not ckpt_path:
+        return
+    if not os.path.isfile(ckpt_path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+    if zipfile.is_zipfile(ckpt_path):
+        return
+    size = os.path.getsize(ckpt_path)
+    with open(ckpt_path, "rb") as f:
+        truncated = f.read(4) == b"PK\x03\x04"  # a zip archive's start, without its end
+    if size == 0:
+        reason = "it is empty (0 bytes)"
+    elif truncated:
+        reason = f"it is truncated: a checkpoint cut short at {size:,} bytes (copy it again)"
+    else:
+        reason = "it is not a PyTorch checkpoint (torch.save writes a zip archive)"
+    raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {reason}")
 
 
 def check_components(cfg: DictConfig, task: str) -> None:
@@ -153,7 +192,7 @@ def check_trainer(cfg: DictConfig) -> None:
     built once."""
     check_arguments(cfg.trainer, "trainer", passed_in=("callbacks", "logger"))
     check_accelerator(cfg.trainer.get("accelerator"))
-    check_precision(cfg.trainer)
+    check_precision(cfg.trainer, cfg.get("speed"))
     check_anomaly(cfg)
     check_built(cfg, "trainer", lambda: quiet_trainer(cfg.trainer))
 
@@ -163,13 +202,26 @@ def check_trainer(cfg: DictConfig) -> None:
 FP16_MIXED = ("16-mixed", "16", 16)
 
 
-def check_precision(trainer_cfg: DictConfig) -> None:
-    """Refuses fp16 mixed precision on the CPU, naming what works there."""
+# Weights held in another type than float32: Lightning converts each batch's inputs to it, which
+# it cannot do for the batch groups of grouped steps (speed.steps_per_batch).
+TRUE_PRECISIONS = ("64-true", "64", 64, "bf16-true", "16-true")
+
+
+def check_precision(trainer_cfg: DictConfig, speed_cfg: DictConfig | None = None) -> None:
+    """Refuses fp16 mixed precision on the CPU, naming what works there, and weights in another
+    type than float32 with grouped training steps."""
     precision = trainer_cfg.get("precision")
     if precision in FP16_MIXED and not uses_gpu(trainer_cfg):
         raise ConfigError(
             f"trainer.precision={precision} (fp16 autocast with gradient scaling) needs a CUDA "
             "GPU; on the CPU use trainer.precision=bf16-mixed or 32-true"
+        )
+    steps = (speed_cfg or {}).get("steps_per_batch", 1)
+    if precision in TRUE_PRECISIONS and steps != 1:
+        raise ConfigError(
+            f"trainer.precision={precision} (weights in that type) does not work with grouped "
+            f"training steps (speed.steps_per_batch={steps}), whose inputs stay float32: add "
+            "speed.steps_per_batch=1"
         )
 
 
@@ -323,10 +375,11 @@ def check_built(
 ) -> T | None:
     """build() (a component made from cfg[group]); what its constructor refuses becomes a
     ConfigError naming the group's option (or `label`). Only refusals count (ConfigError,
-    ValueError, TypeError, Lightning's MisconfigurationException): anything else (say, a model
-    that reads a tensor's value while it is built, which "meta" cannot do) is left to the real
-    build."""
-    refusals = (ConfigError, TypeError, ValueError, MisconfigurationException)
+    ValueError, TypeError, Lightning's MisconfigurationException, ImportError): anything else
+    (say, a model that reads a tensor's value while it is built, which "meta" cannot do) is
+    left to the real build."""
+    # An ImportError: an option that needs a package this machine lacks (trainer.accelerator=tpu).
+    refusals = (ConfigError, TypeError, ValueError, MisconfigurationException, ImportError)
     try:
         return build()
     except (InstantiationException, *refusals) as e:

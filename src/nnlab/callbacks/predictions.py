@@ -52,7 +52,7 @@ def predict_split(
     pl_module.eval()
     xs, ys, outs = [], [], []
     for x, y in loader:
-        outs.append(pl_module(x.to(pl_module.device)).float().cpu())
+        outs.append(pl_module(x.to(pl_module.device, pl_module.dtype)).float().cpu())
         xs.append(x.cpu())
         ys.append(y.cpu())
     pl_module.train(was_training)

@@ -2,7 +2,10 @@
 CosineAnnealingLR with T_max=0 is built happily and fails only at the end of the first epoch (a
 division by zero); an optimizer with lr=0, a Trainer with max_epochs=0 or a ReduceLROnPlateau
 with a negative patience train on and write the results of a network that never learned.
-Checked with the keys' types (nnlab.validation.check_arguments), before anything is built."""
+Checked with the keys' types (nnlab.validation.check_arguments), before anything is built.
+
+`suspicious` names legitimate but suspicious values (an Adam learning rate of 1, a StepLR that
+never steps within the run): nnlab.validation logs each as a warning and the run goes on."""
 
 from __future__ import annotations
 
@@ -63,6 +66,21 @@ RULES = (
     Rule(
         "trainer",
         TRAINER,
+        "check_val_every_n_epoch",
+        lambda v: v >= 1,
+        ">= 1 or null (validate every N epochs)",
+    ),
+    Rule("trainer", TRAINER, "val_check_interval", lambda v: v > 0, "> 0 or null"),
+    Rule(
+        "trainer",
+        TRAINER,
+        "accumulate_grad_batches",
+        lambda v: v >= 1,
+        ">= 1 (batches per optimizer step)",
+    ),
+    Rule(
+        "trainer",
+        TRAINER,
         "limit_train_batches",
         lambda v: v != 0,
         "> 0 (0 training batches per epoch trains nothing)",
@@ -89,8 +107,50 @@ def check_ranges(
         if rule.group != group or rule.target not in (None, target):
             continue
         value = options.get(rule.key)
-        if not is_number(value) or rule.valid(value):
+        if value is None or (is_number(value) and rule.valid(value)):
             continue
         source = (sources or {}).get(rule.key)
         note = f" (from {source}: set {group}.{rule.key} itself)" if source else ""
-        raise ConfigError(f"{group}.{rule.key} must be {rule.requirement}, got {value!r}{note}")
+        requirement = rule.requirement if is_number(value) else "a number"
+        raise ConfigError(f"{group}.{rule.key} must be {requirement}, got {value!r}{note}")
+
+
+# Optimizers whose step moves every weight by about lr, whatever the gradient's scale.
+ADAPTIVE = tuple(
+    f"torch.optim.{name}"
+    for name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta")
+)
+
+
+def suspicious(
+    optimizer: Mapping[str, Any], scheduler: Mapping[str, Any], trainer: Mapping[str, Any]
+) -> list[str]:
+    """Warnings about legitimate but suspicious values of the optimizer, scheduler and trainer
+    configs (plain data, each {} when absent): the run goes on."""
+    found = []
+    lr, target = optimizer.get("lr"), optimizer.get("_target_")
+    if target in ADAPTIVE and is_number(lr) and lr >= 1:
+        found.append(
+            f"optimizer.lr={lr} is large for {target.rsplit('.', 1)[-1]}, which moves every weight "
+            "by about lr per step: such runs usually diverge (typical values: 1e-4 to 1e-2)"
+        )
+    epochs = trainer.get("max_epochs")
+    if epochs == -1 and trainer.get("max_steps", -1) in (-1, None):
+        found.append(
+            "trainer.max_epochs=-1 and no trainer.max_steps: training goes on until it is "
+            "stopped (by you, or by an early-stopping callback)"
+        )
+    if not (is_int(epochs) and epochs >= 1):
+        return found
+    step_size, t_max = scheduler.get("step_size"), scheduler.get("T_max")
+    if scheduler.get("_target_") == STEP_LR and is_number(step_size) and step_size >= epochs:
+        found.append(
+            f"scheduler.step_size={step_size} >= trainer.max_epochs={epochs}: the learning rate "
+            "never drops"
+        )
+    if scheduler.get("_target_") == COSINE_LR and is_number(t_max) and t_max < epochs:
+        found.append(
+            f"scheduler.T_max={t_max} < trainer.max_epochs={epochs}: the cosine schedule is "
+            f"periodic, so the learning rate rises again after epoch {t_max}"
+        )
+    return found
