@@ -5,6 +5,7 @@ data.keep override every guess."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -204,3 +205,20 @@ def test_real_ames_id_is_left_out_as_an_identifier() -> None:
     assert dm.feature_map["Id"] == IDENTIFIER
     assert [c for c, f in dm.feature_map.items() if isinstance(f, str)] == ["Id"]
     assert "LotArea" in dm.numeric_columns and dm.date_columns == []
+
+
+def test_the_house_sales_benchmark_table_reads_as_it_means(tmp_path: Path) -> None:
+    """The CSV of docs/data.md's before/after: its id is left out, its date becomes numbers."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "house_sales.py"
+    spec = importlib.util.spec_from_file_location("house_sales_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    csv = tmp_path / "sales.csv"
+    bench.house_sales(300, seed=0).to_csv(csv, index=False)
+    assert csv.read_text().splitlines()[1].split(",")[1].endswith("T000000")
+    dm = regression(csv)
+    assert dm.feature_map["id"] == IDENTIFIER and dm.date_columns == ["date"]
+    assert dm.numeric_columns == [
+        "bedrooms", "bathrooms", "sqft_living", "grade", "yr_built", "waterfront"
+    ]  # fmt: skip
+    assert dm.spec.input_shape == (15,)  # 6 numbers, 4 date parts, 5 conditions
