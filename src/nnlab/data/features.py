@@ -7,10 +7,11 @@ Numeric columns get missing (and infinite) values imputed with the training medi
 0/1 features too); date columns become numbers (year, month, day of year, days since the first
 training date) treated the same way; text columns get missing values as their own category and
 are one-hot encoded, categories unseen in training encoding as all zeros. Identifiers are left
-out. And the regression target's scale: optionally a log, then standardization."""
+out."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Collection
@@ -60,17 +61,15 @@ class TablePipeline:
     class_names: list[str] = field(default_factory=list)
     target_scale: dict[str, Any] | None = None  # TargetScale's fields
     source: str = "the table"  # names the table in messages
-    # Columns of new tables already warned about (not part of the state).
+    # Whether new tables' unknown columns were warned about (not part of the state).
     _warned: bool = field(default=False, repr=False, compare=False)
 
     # -- plain data ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """The pipeline as plain data (str, int, float, bool, None, lists, dicts)."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if not f.name.startswith("_")
-        }
+        """The pipeline as plain data (str, int, float, bool, None, lists, dicts), a copy."""
+        return copy.deepcopy(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name[0] != "_"}
+        )
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TablePipeline:
@@ -237,28 +236,7 @@ def fit_pipeline(
     out, those in `categorical` one-hot encoded as codes, those in `keep` used as they read
     (numbers or text) whatever they look like; of the others, identifiers are left out and
     dates become numbers (nnlab.data.columns)."""
-    numbers, text, dates, dropped = [], [], {}, {}
-    for name in table.columns:
-        column = table[name]
-        if name in drop:
-            dropped[name] = DROPPED
-        elif name in categorical or (name in keep and not is_numeric(column)):
-            text.append(name)
-        elif name in keep or (is_numeric(column) and not kinds.is_identifier(name, column)):
-            numbers.append(name)
-        elif not is_numeric(column) and (fmt := kinds.date_format(column)):
-            dates[name] = date_entry(column.iloc[train], fmt)
-        elif kinds.is_identifier(name, column):
-            dropped[name] = IDENTIFIER
-            log.warning(
-                "%s: column %s has a different value in every row (an identifier): left out; "
-                "data.keep=[%s] uses it",
-                source,
-                name,
-                name,
-            )
-        else:
-            text.append(name)
+    numbers, text, dates, dropped = column_kinds(table, train, drop, categorical, keep, source)
     if not numbers and not dates and not text:
         raise ConfigError(f"{source}: no feature columns are left")
     inputs = numbers + [n for c in dates for n in date_names(c, dates[c]["hour"])]
@@ -283,6 +261,41 @@ def fit_pipeline(
     features = pipeline._features(x, table)
     log_features(pipeline, features.shape[1])
     return pipeline, features
+
+
+def column_kinds(
+    table: pd.DataFrame,
+    train: np.ndarray,
+    drop: Collection[str],
+    categorical: Collection[str],
+    keep: Collection[str],
+    source: str,
+) -> tuple[list[str], list[str], dict[str, dict[str, Any]], dict[str, str]]:
+    """The columns used as numbers, as text (one-hot), as dates ({column: its entry in
+    TablePipeline.dates}) and left out ({column: why}); see fit_pipeline."""
+    numbers, text, dates, dropped = [], [], {}, {}
+    for name in table.columns:
+        column = table[name]
+        if name in drop:
+            dropped[name] = DROPPED
+        elif name in categorical or (name in keep and not is_numeric(column)):
+            text.append(name)
+        elif name in keep or (is_numeric(column) and not kinds.is_identifier(name, column)):
+            numbers.append(name)
+        elif not is_numeric(column) and (fmt := kinds.date_format(column)):
+            dates[name] = date_entry(column.iloc[train], fmt)
+        elif kinds.is_identifier(name, column):
+            dropped[name] = IDENTIFIER
+            log.warning(
+                "%s: column %s has a different value in every row (an identifier): left out; "
+                "data.keep=[%s] uses it",
+                source,
+                name,
+                name,
+            )
+        else:
+            text.append(name)
+    return numbers, text, dates, dropped
 
 
 def date_entry(train_cells: pd.Series, fmt: str) -> dict[str, Any]:
@@ -381,18 +394,3 @@ def log_features(pipeline: TablePipeline, count: int) -> None:
         count,
         "; " + "; ".join(said) if said else "",
     )
-
-
-def scale_target(
-    y: np.ndarray, train: np.ndarray, log_target: bool, standardize: bool
-) -> tuple[np.ndarray, TargetScale | None]:
-    """The regression targets as the model trains on them, log(y) if `log_target`, then
-    (· − mean) / std with the statistics of the rows `train` if `standardize`; and the scale
-    that maps them back (None when they are the targets themselves)."""
-    y_model = np.log(y) if log_target else y
-    mean, std = 0.0, 1.0
-    if standardize:
-        mean = float(y_model[train].mean())
-        std = float(y_model[train].std()) or 1.0
-    scale = TargetScale(mean, std, log_target) if standardize or log_target else None
-    return (y_model - mean) / std, scale

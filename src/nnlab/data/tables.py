@@ -18,7 +18,7 @@ import torch
 from nnlab.core import ConfigError
 from nnlab.data.base import ArrayDataModule, Split
 from nnlab.data.csv_reader import read_csv
-from nnlab.data.features import TablePipeline, fit_pipeline, is_numeric, scale_target
+from nnlab.data.features import TablePipeline, fit_pipeline, is_numeric
 from nnlab.data.spec import TargetScale
 from nnlab.data.splits import seeded_splits
 
@@ -191,6 +191,21 @@ class TableDataModule(ArrayDataModule):
             raise ConfigError(
                 f"data.target={self.target} cannot also be in data.drop/categorical/keep"
             )
+
+
+def scale_target(
+    y: np.ndarray, train: np.ndarray, log_target: bool, standardize: bool
+) -> tuple[np.ndarray, TargetScale | None]:
+    """The regression targets as the model trains on them, log(y) if `log_target`, then
+    (· − mean) / std with the statistics of the rows `train` if `standardize`; and the scale
+    that maps them back (None when they are the targets themselves)."""
+    y_model = np.log(y) if log_target else y
+    mean, std = 0.0, 1.0
+    if standardize:
+        mean = float(y_model[train].mean())
+        std = float(y_model[train].std()) or 1.0
+    scale = TargetScale(mean, std, log_target) if standardize or log_target else None
+    return (y_model - mean) / std, scale
 
 
 class RegressionTableDataModule(TableDataModule):
