@@ -168,7 +168,7 @@ def test_rows_with_an_infinite_target_are_left_out_and_metrics_stay_finite(
     )
     with caplog.at_level("WARNING"):
         train(cfg)
-    assert "rows left out: 1 have no price, 1 an infinite one" in caplog.text
+    assert "rows left out: 1 without price, 1 with an infinite price" in caplog.text
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     metrics = {**results["val"], **results["test"]}
     assert metrics and all(np.isfinite(v) for v in metrics.values())

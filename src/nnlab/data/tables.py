@@ -145,8 +145,8 @@ class TableDataModule(ArrayDataModule):
         missing, infinite = np.isnan(y), np.isinf(y)
         if not (missing.any() or infinite.any()):
             return table, y
-        said = [f"{int(missing.sum())} have no {self.target}"] if missing.any() else []
-        said += [f"{int(infinite.sum())} an infinite one"] if infinite.any() else []
+        said = [f"{int(missing.sum())} without {self.target}"] if missing.any() else []
+        said += [f"{int(infinite.sum())} with an infinite {self.target}"] if infinite.any() else []
         log.warning("%s: rows left out: %s", self.describe_source(), ", ".join(said))
         keep = ~(missing | infinite)
         if not keep.any():
