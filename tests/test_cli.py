@@ -308,6 +308,7 @@ def test_multirun_job_reruns_after_clearing_the_earlier_attempt(
     with caplog.at_level(logging.INFO, logger="nnlab.cli"):
         assert cli.run(main, cfg) == [".hydra", "train.log"]  # checkpoints, results.json: gone
     assert logged in caplog.text
+    assert f"earlier attempt's files from {folder}: checkpoints, results.json" in caplog.text
     assert (folder / "train.log").read_text() == "earlier attempt\n"
 
 

@@ -212,8 +212,11 @@ def clear_attempt(folder: Path) -> None:
     # Never a folder that is not strictly inside the sweep folder (a hydra.sweep.subdir of ".").
     if not sweep_dir or Path(sweep_dir).resolve() not in folder.resolve().parents:
         return
-    for path in _leftovers(folder):
-        log.info("removing %s (an earlier attempt's)", path)
+    leftovers = _leftovers(folder)
+    if leftovers:
+        names = ", ".join(sorted(p.name for p in leftovers))
+        log.info("removing an earlier attempt's files from %s: %s", folder, names)
+    for path in leftovers:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
