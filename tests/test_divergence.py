@@ -171,6 +171,14 @@ def test_non_finite_data_is_named_as_the_cause(make_cfg, monkeypatch):
     assert "learning rate" not in results["error"]
 
 
+def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(make_cfg):
+    cfg = make_cfg("init=constant", "init.value=1e30", *QUIET)  # logits overflow at once
+    match, results = diverge(cfg)
+    assert match.group(5) == "0"  # the first step
+    assert "not the learning rate" in results["error"] and "init=constant" in results["error"]
+    assert "loss=auto fits these multiclass targets" in results["error"]
+
+
 def test_a_run_that_ends_well_says_done(make_cfg):
     overrides = ("trainer.max_epochs=1", *QUIET)
     cfg = make_cfg(*overrides)

@@ -174,13 +174,14 @@ def likely_cause(module: L.LightningModule, batch: Any, first: bool) -> str:
     data = data_cause(module, batch)
     if data:
         return data
-    loss = (module.hparams.get("loss") or {}).get("name", "auto")
+    hp = module.hparams
     if first:
+        init = (hp["model"].get("init") or {}).get("name", "the model's own")
         return (
             "it was not finite at the first step, before any update, so it is not the learning "
-            f"rate: check the model's initialization (init=...) and that loss={loss} fits "
-            f"these {module.hparams['spec']['task']} targets; debug=anomaly names the "
-            "operation that made it"
+            f"rate: check the initialization (init={init}) and that "
+            f"loss={(hp.get('loss') or {}).get('name', 'auto')} fits these "
+            f"{hp['spec']['task']} targets; debug=anomaly names the operation that made it"
         )
     optimizer = module.trainer.optimizers[0]
     lr = learning_rate(optimizer)
