@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 from weakref import proxy
@@ -65,10 +64,7 @@ class BufferedCheckpoint(ModelCheckpointSteps):
         self._fitting, self._global_zero = True, True
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        with warnings.catch_warnings():
-            if trainer.ckpt_path:  # resuming in its own run folder fills a folder with files
-                warnings.filterwarnings("ignore", "Checkpoint directory .* is not empty")
-            super().setup(trainer, pl_module, stage)
+        super().setup(trainer, pl_module, stage)
         self._fitting, self._global_zero = stage == "fit", trainer.is_global_zero
         # Plain local writes (Lightning's default writer, for every strategy saving through
         # it) become atomic ones.
