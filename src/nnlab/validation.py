@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from nnlab.checkpoints import local_checkpoint
 from nnlab.core import ConfigError, is_int
 from nnlab.core.arguments import check_options
 from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
-from nnlab.core.paths import check_folder
+from nnlab.core.paths import check_checkpoint_file, check_folder
 from nnlab.core.ranges import check_ranges, suspicious
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
@@ -146,29 +145,6 @@ def check_flags(cfg: DictConfig) -> None:
     for key in FLAGS:
         if key in cfg and not isinstance(cfg[key], bool):
             raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
-
-
-def check_checkpoint_file(ckpt_path: str | None) -> None:
-    """Refuses a local ckpt_path that is missing, empty, cut short or no checkpoint at all,
-    before anything is written: torch.save writes a zip archive, whose directory comes last,
-    so a truncated file is told apart from any other by its first bytes. (A zip archive that
-    is damaged inside, or holds code, is refused when it is read: nnlab.checkpoints.)"""
-    if not ckpt_path:
-        return
-    if not os.path.isfile(ckpt_path):
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
-    if zipfile.is_zipfile(ckpt_path):
-        return
-    size = os.path.getsize(ckpt_path)
-    with open(ckpt_path, "rb") as f:
-        truncated = f.read(4) == b"PK\x03\x04"  # a zip archive's start, without its end
-    if size == 0:
-        reason = "it is empty (0 bytes)"
-    elif truncated:
-        reason = f"it is truncated: a checkpoint cut short at {size:,} bytes (copy it again)"
-    else:
-        reason = "it is not a PyTorch checkpoint (torch.save writes a zip archive)"
-    raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {reason}")
 
 
 def check_components(cfg: DictConfig, task: str) -> None:

@@ -1,13 +1,16 @@
-"""The folders a run writes to, checked before anything is written: a folder asked for under a
-file (`paths.log_dir=/x/notes.txt/logs`) would otherwise fail in os.mkdir with a traceback,
-from Hydra (the run folder) or from whatever first writes there (a download).
+"""The folders a run writes to and the checkpoint file it reads, checked before anything is
+written. A folder asked for under a file (`paths.log_dir=/x/notes.txt/logs`) would otherwise
+fail in os.mkdir with a traceback, from Hydra (the run folder) or from whatever first writes
+there (a download); a truncated checkpoint, in torch.load with a bare OS error.
 
 FoldersCheck, a Hydra callback (configs/hydra/default.yaml), checks the paths group and the run or
 sweep folder before Hydra makes it; nnlab.validation checks the paths group of a composed config
-(every run, also those started without Hydra's app)."""
+(every run, also those started without Hydra's app) and the checkpoint file."""
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,29 @@ def check_folder(key: str, path: str | Path) -> None:
     file = blocking_file(path)
     if file is not None:
         raise ConfigError(f"{key}={path}: {file} is a file, not a folder")
+
+
+def check_checkpoint_file(ckpt_path: str | None) -> None:
+    """Refuses a local ckpt_path that is missing, empty, cut short or no checkpoint at all,
+    before anything is written: torch.save writes a zip archive, whose directory comes last,
+    so a truncated file is told apart from any other by its first bytes. (A zip archive that
+    is damaged inside, or holds code, is refused when it is read: nnlab.checkpoints.)"""
+    if not ckpt_path:
+        return
+    if not os.path.isfile(ckpt_path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
+    if zipfile.is_zipfile(ckpt_path):
+        return
+    size = os.path.getsize(ckpt_path)
+    with open(ckpt_path, "rb") as f:
+        truncated = f.read(4) == b"PK\x03\x04"  # a zip archive's start, without its end
+    if size == 0:
+        reason = "it is empty (0 bytes)"
+    elif truncated:
+        reason = f"it is truncated: a checkpoint cut short at {size:,} bytes (copy it again)"
+    else:
+        reason = "it is not a PyTorch checkpoint (torch.save writes a zip archive)"
+    raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {reason}")
 
 
 class FoldersCheck(Callback):
