@@ -27,9 +27,8 @@ from optuna.trial import TrialState  # noqa: E402
 
 from hydra_plugins.nnlab_optuna_sweeper import _search  # noqa: E402
 from nnlab.sweeps import (  # noqa: E402
-    JOB_NUM,
     PRUNED_AT,
-    SWEEP_DIR,
+    TRIAL_NUMBER,
     mark_results_pruned,
     worst_value,
 )
@@ -146,8 +145,9 @@ def test_the_study_runs_in_batches_of_n_jobs_and_a_rerun_resumes_it(tmp_path):
     assert all(job[0] == "trainer.max_epochs=2" for jobs, _ in first.launcher.calls for job in jobs)
     study = optuna.load_study(study_name="toy", storage=first.storage)
     before = [(t.params, t.value) for t in study.trials]
-    assert [t.user_attrs[JOB_NUM] for t in study.trials] == [0, 1, 2]
-    assert {t.user_attrs[SWEEP_DIR] for t in study.trials} == {str(tmp_path / "run1")}
+    # Each job is told its trial's number (for pruning) in a Hydra override, not a task one.
+    told = [job[-1] for jobs, _ in first.launcher.calls for job in jobs]
+    assert told == [f"++hydra.job.env_set.{TRIAL_NUMBER}={n}" for n in range(3)]
 
     second = sweeper(tmp_path, n_trials=5, run="run2")
     _search.run_study(second, [])
@@ -194,6 +194,21 @@ def test_direction_must_be_known():
 def test_outside_an_optuna_sweep_a_job_has_no_trial(make_cfg):
     make_cfg("data=xor")  # a single run under Hydra
     assert job_trial() is None
+
+
+def test_a_job_of_the_sweep_finds_its_trial_by_the_number_it_was_told(make_cfg, tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.create_study(study_name="smoke", storage=storage, direction="maximize")
+    study.tell(study.ask(), 0.5)
+    study.ask()
+    make_cfg(
+        "hparams_search=smoke",
+        f"hydra.sweeper.storage={storage}",
+        f"++hydra.job.env_set.{TRIAL_NUMBER}=1",
+    )
+    trial = job_trial()
+    assert trial is not None and trial.number == 1
+    assert isinstance(trial.study.pruner, optuna.pruners.MedianPruner)  # the sweep's pruner
 
 
 def test_pruning_stops_a_clearly_worse_fit(make_cfg, tmp_path, monkeypatch):
@@ -308,3 +323,19 @@ def test_the_sweeper_module_imports_no_optuna():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+@pytest.mark.slow
+def test_parallel_trials_report_to_the_shared_storage(tmp_path):
+    """hydra/launcher=local_parallel with hydra.sweeper.n_jobs=2: two trials at once, each job
+    in its own process reporting its validation curve to the one SQLite file."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    smoke_search(
+        tmp_path, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.n_startup_trials=5",  # no pruning: both run to the end
+    )  # fmt: skip
+    trials = read_study(tmp_path / "logs")
+    logs = "\n".join(p.read_text() for p in (tmp_path / "logs").rglob("*/train.log"))
+    assert [(t.state, math.isfinite(t.value)) for t in trials] == [(TrialState.COMPLETE, True)] * 2
+    assert [list(t.intermediate_values) for t in trials] == [[0, 1, 2]] * 2, logs  # 3 epochs

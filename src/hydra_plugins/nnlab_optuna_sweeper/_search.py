@@ -24,9 +24,8 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from nnlab.sweeps import (
-    JOB_NUM,
     PRUNED_AT,
-    SWEEP_DIR,
+    TRIAL_NUMBER,
     mark_results_pruned,
     open_storage,
     worst_value,
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # The trials n_trials counts: evaluated ones (a failed job is COMPLETE with the worst value).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TRIAL_OVERRIDE = f"++hydra.job.env_set.{TRIAL_NUMBER}"
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 
 
@@ -107,10 +107,11 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
     job_num = 0
     while (to_go := sweeper.n_trials - done) > 0:
         trials = [study.ask(space) for _ in range(min(sweeper.n_jobs, to_go))]
-        for i, trial in enumerate(trials):  # how the job finds its trial (pruning)
-            trial.set_user_attr(SWEEP_DIR, sweep_dir)
-            trial.set_user_attr(JOB_NUM, job_num + i)
-        overrides = [(*fixed, *(f"{k}={v}" for k, v in t.params.items())) for t in trials]
+        overrides = [
+            # The trial's number, for the job to report its validation curve to (pruning).
+            (*fixed, *(f"{k}={v}" for k, v in t.params.items()), f"{TRIAL_OVERRIDE}={t.number}")
+            for t in trials
+        ]
         try:
             returns = sweeper.launcher.launch(overrides, initial_job_idx=job_num)
         except BaseException:  # Ctrl-C, or the launcher itself failed

@@ -10,11 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# User attributes of a trial: the job that runs it (its sweep folder and job number, which
-# together name one job even when several workers share a study), and the validation at which
-# the study's pruner stopped it.
-SWEEP_DIR = "nnlab_sweep_dir"
-JOB_NUM = "nnlab_job_num"
+# The sweeper tells each job its trial's number in this entry of hydra.job.env_set (a Hydra
+# override, so not among the job's own overrides; Hydra sets it in the job's environment too).
+TRIAL_NUMBER = "NNLAB_OPTUNA_TRIAL"
+# User attribute of a trial: the validation at which the study's pruner stopped it.
 PRUNED_AT = "nnlab_pruned_at"
 
 

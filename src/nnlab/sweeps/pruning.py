@@ -13,22 +13,21 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from optuna.trial import TrialState
 
-from nnlab.sweeps import JOB_NUM, PRUNED_AT, SWEEP_DIR, open_storage
+from nnlab.sweeps import PRUNED_AT, TRIAL_NUMBER, open_storage
 
 log = logging.getLogger(__name__)
 
-SWEEPER = "hydra_plugins.nnlab_optuna_sweeper."
-
 
 def job_trial() -> optuna.trial.Trial | None:
-    """This job's trial, when it is a job of nnlab's Optuna sweeper with a storage (the trial
-    whose user attributes name this job's sweep folder and number); else None."""
+    """This job's trial, when it is a job of nnlab's Optuna sweeper with a storage (the sweeper
+    names the trial in hydra.job.env_set); else None."""
     try:
         hydra = HydraConfig.get()
     except ValueError:  # not under Hydra (a test, a notebook)
         return None
     sweeper = hydra.sweeper
-    if hydra.mode != RunMode.MULTIRUN or not str(sweeper.get("_target_")).startswith(SWEEPER):
+    number = hydra.job.env_set.get(TRIAL_NUMBER)
+    if hydra.mode != RunMode.MULTIRUN or number is None:
         return None
     if not sweeper.get("storage"):
         log.warning("hydra.sweeper.storage=null: the jobs cannot reach the study, no pruning")
@@ -38,11 +37,10 @@ def job_trial() -> optuna.trial.Trial | None:
         study_name=sweeper.get("study_name"), storage=open_storage(sweeper.storage), pruner=pruner
     )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get(SWEEP_DIR) == str(hydra.sweep.dir) and attrs.get(JOB_NUM) == hydra.job.num:
+        if trial.number == int(number):
             # Optuna has no public id of a stored trial; _trial_id is what Trial takes.
             return optuna.trial.Trial(study, trial._trial_id)
-    log.warning("no running trial of study %s names this job: no pruning", study.study_name)
+    log.warning("trial %s of study %s is not running: no pruning", number, study.study_name)
     return None
 
 
