@@ -227,6 +227,12 @@ CASES = [
     bad("diagnostics.layers.every_n_steps=0", message="diagnostics.layers.every_n_steps must be"),
     bad("logger=csv", "+logger.csv.bogus=1", message="logger.csv.bogus is not an option of"),
     bad(
+        "logger=tensorboard",
+        "+logger.tensorboard.bogus=1",
+        message="logger.tensorboard.bogus is not an option of lightning.pytorch.loggers."
+        "TensorBoardLogger (or SummaryWriter); valid: comment",
+    ),
+    bad(
         "optimized_metric=val/f00",
         "optimized_mode=max",
         message="valid: val/acc, val/acc_best, val/f1, val/loss",

@@ -10,6 +10,7 @@ group is checked by nnlab.speed.check_speed, once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import secrets
@@ -28,8 +29,8 @@ from nnlab.checkpoints import local_checkpoint
 from nnlab.core import ConfigError, is_int
 from nnlab.core.arguments import check_options
 from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
-from nnlab.core.paths import check_checkpoint_file, check_folder
-from nnlab.core.ranges import check_ranges, suspicious
+from nnlab.core.paths import check_checkpoint_file, check_paths
+from nnlab.core.ranges import check_flags, check_ranges, suspicious
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
@@ -129,24 +130,6 @@ def validate_eval(cfg: DictConfig) -> None:
     check_checkpoint_file(local_checkpoint(cfg))
 
 
-def check_paths(cfg: DictConfig) -> None:
-    """Refuses a folder of the paths group (data_dir, log_dir, output_dir...) under a file."""
-    for key, value in (cfg.get("paths") or {}).items():
-        if isinstance(value, str):
-            check_folder(f"paths.{key}", value)
-
-
-# Top-level switches of train.yaml and eval.yaml (a string such as "no" would count as true).
-FLAGS = ("test", "print_config")
-
-
-def check_flags(cfg: DictConfig) -> None:
-    """Refuses a top-level switch that is not true or false."""
-    for key in FLAGS:
-        if key in cfg and not isinstance(cfg[key], bool):
-            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
-
-
 def check_components(cfg: DictConfig, task: str) -> None:
     """The checks of this module on the data, model, activation, init, loss, optimizer,
     scheduler and Trainer configs, in the order a run builds them."""
@@ -213,6 +196,33 @@ def check_callbacks_and_loggers(cfg: DictConfig) -> None:
                 if group != "logger":
                     label = f"{group}.{key}"
                     check_built(cfg, group, lambda node=node: instantiate_config(node), label)
+                elif node._target_ in PASSED_ON:
+                    check_passed_on(node, f"{group}.{key}")
+
+
+def tensorboard_writer() -> type:
+    """The class TensorBoardLogger hands its extra keys to (importing it imports tensorboard:
+    only where such keys are set)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter
+
+
+# Loggers that hand the keys they do not take to another constructor, which runs only when the
+# first value is logged (a TypeError mid-run otherwise): that constructor, and what the logger
+# passes to it itself.
+PASSED_ON = {"lightning.pytorch.loggers.TensorBoardLogger": (tensorboard_writer, ("log_dir",))}
+
+
+def check_passed_on(node: DictConfig, group: str) -> None:
+    """Checks the keys of a PASSED_ON logger's config that the logger itself does not take
+    against the constructor it hands them to."""
+    writer, passed_in = PASSED_ON[node._target_]
+    own = inspect.signature(get_class(node._target_)).parameters
+    extra = {k: v for k, v in plain(node).items() if not k.startswith("_") and k not in own}
+    if extra:
+        cls = writer()
+        check_options(extra, cls, group, f"{node._target_} (or {cls.__name__})", passed_in)
 
 
 def check_arguments(cfg: DictConfig, group: str, passed_in: tuple[str, ...] = ()) -> None:

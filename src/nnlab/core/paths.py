@@ -42,6 +42,13 @@ def check_folder(key: str, path: str | Path) -> None:
         raise ConfigError(f"{key}={path}: {file} is a file, not a folder")
 
 
+def check_paths(cfg: DictConfig) -> None:
+    """Refuses a folder of the paths group (data_dir, log_dir, output_dir...) under a file."""
+    for key, value in (cfg.get("paths") or {}).items():
+        if isinstance(value, str):
+            check_folder(f"paths.{key}", value)
+
+
 def check_checkpoint_file(ckpt_path: str | None) -> None:
     """Refuses a local ckpt_path that is missing, empty, cut short or no checkpoint at all,
     before anything is written: torch.save writes a zip archive, whose directory comes last,

@@ -4,6 +4,7 @@ division by zero); an optimizer with lr=0, a Trainer with max_epochs=0 or a Redu
 with a negative patience train on and write the results of a network that never learned.
 Checked with the keys' types (nnlab.validation.check_arguments), before anything is built.
 
+`check_flags` refuses a top-level switch (test, print_config) that is not a bool, and
 `suspicious` names legitimate but suspicious values (an Adam learning rate of 1, a StepLR that
 never steps within the run): nnlab.validation logs each as a warning and the run goes on."""
 
@@ -86,6 +87,17 @@ RULES = (
         "> 0 (0 training batches per epoch trains nothing)",
     ),
 )
+
+
+# Top-level switches of train.yaml and eval.yaml (a string such as "no" would count as true).
+FLAGS = ("test", "print_config")
+
+
+def check_flags(cfg: Mapping[str, Any]) -> None:
+    """Refuses a top-level switch that is not true or false."""
+    for key in FLAGS:
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
 
 
 def is_number(value: Any) -> bool:
