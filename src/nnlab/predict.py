@@ -211,14 +211,12 @@ def image_chunks(
     a square, resized, in the training colour mode; grey levels mapped onto the training
     inputs' value range. A file that does not decode is an error row."""
     low, high = image["range"]
+    size, channels = image["size"], 1 if image["grayscale"] else 3
     with ThreadPoolExecutor() as pool:
         for start in range(0, len(files), batch_size):
             batch = files[start : start + batch_size]
-            arrays = list(
-                pool.map(lambda p: decode_image(p, image["size"], image["grayscale"]), batch)
-            )
+            arrays = list(pool.map(lambda p: decode_image(p, size, image["grayscale"]), batch))
             decoded = [a for a in arrays if a is not None]
-            size, channels = image["size"], 1 if image["grayscale"] else 3
             if decoded:
                 x = torch.from_numpy(np.stack(decoded))
             else:
