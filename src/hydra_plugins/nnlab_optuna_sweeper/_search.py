@@ -124,9 +124,9 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         job_num += len(returns)
         # Read back from the storage: the jobs wrote their pruning there.
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        stored = {t.number: t for t in running}
+        pruned_at = {t.number: t.user_attrs.get(PRUNED_AT) for t in running}
         for trial, ret in zip(trials, returns, strict=True):
-            tell(study, trial, ret, stored[trial.number].user_attrs.get(PRUNED_AT))
+            tell(study, trial, ret, pruned_at.get(trial.number))
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
     summarize(study, sweep_dir)
 
