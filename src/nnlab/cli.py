@@ -28,8 +28,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # What a job folder keeps from an earlier attempt: Hydra writes .hydra/ and opens the log before
-# the job starts (the log appends, so it keeps every attempt's lines).
-KEPT = (".hydra",)
+# the job starts (the log appends, so it keeps every attempt's lines); the run writes its config
+# tree before reading any data. A refused run's folder holding only these is removed.
+KEPT = (".hydra", "config_tree.txt")
 KEPT_SUFFIX = ".log"
 
 
