@@ -219,9 +219,9 @@ def test_multirun_job_refused_by_train_is_a_failed_row_with_the_worst_value(job_
     from nnlab.train import train
 
     cfg = job_cfg("data=xor", "loss=mse")
-    assert cli.run(train, cfg) == math.inf  # no metric or mode known before validation: min
+    assert cli.run(train, cfg) is None  # refused before the task, so its metric, was known
     results = cli.read_results(Path(cfg.paths.output_dir))
-    assert results["status"] == "failed" and results["value"] == "inf"
+    assert results["status"] == "failed" and results["value"] is None
     assert results["error"].startswith("loss=mse cannot train a binary task")
     assert results["overrides"] == ["data=xor", "loss=mse"]
     assert results["choices"]["data"] == "xor" and results["wall_time_s"] >= 0
@@ -235,13 +235,14 @@ def test_multirun_job_refused_by_train_is_a_failed_row_with_the_worst_value(job_
         (("optimized_metric=val/loss",), math.inf),
         (("+hydra.sweeper.direction=maximize",), -math.inf),
         (("+hydra.sweeper.direction=[minimize,maximize]",), math.inf),
-        ((), math.inf),
+        ((), None),
     ],
 )
 def test_multirun_job_worst_value_follows_the_mode(job_cfg, overrides, worst):
     cfg = job_cfg(*overrides)
     assert cli.run(raising(ConfigError("no")), cfg) == worst
-    assert cli.read_results(Path(cfg.paths.output_dir))["value"] == str(worst)
+    written = cli.read_results(Path(cfg.paths.output_dir))["value"]
+    assert written == (None if worst is None else str(worst))
 
 
 def test_multirun_job_bug_is_logged_with_its_traceback_and_the_sweep_goes_on(job_cfg, caplog):

@@ -89,7 +89,9 @@ def _multirun_job(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float
         line = " ".join(line.split())  # one line in the table, whatever the message
         log.error("error: %s", line)
         mode = optimized_mode(cfg)
-        worst = -math.inf if mode == "max" else math.inf
+        # Unknown (refused before the task, so the metric, was known; no sweeper direction):
+        # null, not an infinity that might be the best value for the metric nobody named.
+        worst = None if mode is None else -math.inf if mode == "max" else math.inf
         if not isinstance(e, Diverged) and folder:  # train recorded a divergence itself
             _write_failed(cfg, folder, line, worst, mode, overrides, time.perf_counter() - start)
         return worst
@@ -122,9 +124,9 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return None
 
 
-def optimized_mode(cfg: DictConfig) -> str:
+def optimized_mode(cfg: DictConfig) -> str | None:
     """max or min for the optimized metric: the config's optimized_mode, else known from the
-    metric's name, else the Optuna sweeper's direction, else min."""
+    metric's name, else the Optuna sweeper's direction, else None (not known)."""
     mode = _select(cfg, "optimized_mode")
     if mode in ("min", "max"):
         return mode
@@ -139,6 +141,8 @@ def optimized_mode(cfg: DictConfig) -> str:
     direction = OmegaConf.select(HydraConfig.get(), "sweeper.direction", default=None)
     if direction is not None and not isinstance(direction, str):
         direction = direction[0]  # multi-objective: its first objective
+    if direction is None:
+        return None
     return "max" if str(direction).lower().startswith("max") else "min"
 
 
@@ -146,8 +150,8 @@ def _write_failed(
     cfg: DictConfig,
     folder: Path,
     line: str,
-    worst: float,
-    mode: str,
+    worst: float | None,
+    mode: str | None,
     overrides: list[str],
     wall_time_s: float,
 ) -> None:
