@@ -294,5 +294,5 @@ def test_a_real_grid_with_a_failing_job_goes_on_and_reports_it(tmp_path):
     for name in ("report.md", "heatmap.png", "curves.png"):
         assert (sweep / name).is_file()
     failed_json = json.loads((sweep / "3" / "results.json").read_text())
-    # Refused before its metric was known: the worst value of the default mode, min.
-    assert failed_json["status"] == "failed" and failed_json["value"] == "inf"
+    # Refused before its metric was known, so before its mode was: no value (not an infinity).
+    assert failed_json["status"] == "failed" and failed_json["value"] is None
