@@ -180,7 +180,7 @@ def _write_failed(
 def read_results(folder: Path) -> dict[str, Any] | None:
     """A run folder's results.json, or None when it has none (or an unreadable one)."""
     try:
-        return json.loads((folder / "results.json").read_text())
+        return json.loads((folder / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

@@ -71,7 +71,7 @@ def predict(cfg: DictConfig) -> str:
     norm = normalizer(prep)
     failed = 0
     with (
-        output.open("w", newline="") as f,
+        output.open("w", newline="", encoding="utf-8") as f,
         tqdm(total=count, desc="predicting", unit="input", disable=not cfg.progress) as bar,
     ):
         writer = csv.writer(f)

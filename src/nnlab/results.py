@@ -42,7 +42,7 @@ def write_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "results.json"
     fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".results.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(_finite(results), f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)

@@ -38,7 +38,7 @@ def append_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, An
     """Appends rows, writing the header first if the file is new; rows written as they come, so
     a run that stops early keeps what it measured."""
     new = not path.exists()
-    with open(path, "a", newline="") as f:
+    with open(path, "a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
@@ -47,7 +47,7 @@ def append_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, An
 
 def write_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Writes a whole CSV file (replacing an older one)."""
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

@@ -84,7 +84,7 @@ def number(value: Any) -> float | None:
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A CSV file's rows as dicts; none when it does not exist (yet)."""
     try:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     except OSError:
         return []
@@ -101,7 +101,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # not written yet, or being replaced
         return {}
 
@@ -121,7 +121,7 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
         overrides_file = folder / ".hydra" / "overrides.yaml"
         if not overrides_file.is_file():
             continue
-        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
         results = _read_json(folder / "results.json")
         jobs.append(Job(folder.name, folder, parse_overrides(overrides), results))
     return jobs

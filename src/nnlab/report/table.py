@@ -39,7 +39,7 @@ def csv_rows(jobs: list[Job]) -> list[dict[str, Any]]:
 def write_csv(jobs: list[Job], path: Path) -> Path:
     """report.csv: csv_rows, empty cells where a job has no value."""
     rows = csv_rows(jobs)
-    with path.open("w", newline="") as f:
+    with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["job"])
         writer.writeheader()
         writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])

@@ -91,5 +91,5 @@ def write_report(sweep_dir: str | Path) -> Summary:
         f"hydra.sweep.dir={sweep_dir}."
     )
     report = sweep_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Summary(len(jobs), n[DONE], n[FAILED], n[DIVERGED], n[UNKNOWN], report)

@@ -29,10 +29,10 @@ def mark_results_pruned(output_dir: str | Path, pruned_at: int) -> bool:
     path = Path(output_dir) / "results.json"
     if not path.is_file():
         return False
-    results = json.loads(path.read_text())
+    results = json.loads(path.read_text(encoding="utf-8"))
     results.update(status="pruned", pruned_at=pruned_at)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
