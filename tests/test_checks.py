@@ -113,6 +113,12 @@ def test_ddp_processes_share_the_first_process_seed(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
     assert resolve_seed(None)[1] and len({resolve_seed(None)[0] for _ in range(4)}) > 1
+    # Unless torchrun or SLURM started every process, the first ones on each machine included.
+    for launcher, value in (("TORCHELASTIC_RUN_ID", "abc"), ("SLURM_NTASKS", "8")):
+        monkeypatch.setenv(launcher, value)
+        with pytest.raises(ConfigError, match="cannot share a drawn seed: set seed=<int>"):
+            resolve_seed(None)
+        monkeypatch.delenv(launcher)
 
 
 def test_a_model_level_plain_string_composes_and_builds(make_cfg):

@@ -58,14 +58,17 @@ def resolve_seed(seed: Any) -> tuple[int, bool]:
         if not is_int(seed) or not 0 <= seed <= MAX_SEED:
             raise ConfigError(f"seed must be an int in [0, {MAX_SEED}] or null, got {seed!r}")
         return seed, False
-    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP process other than the first
-        inherited = os.environ.get("PL_GLOBAL_SEED")
-        if inherited is None:
-            raise ConfigError(
-                "seed=null draws a seed per run, but this process was started by a launcher "
-                "(torchrun, SLURM) without the first process's seed: set seed=<int>"
-            )
-        return int(inherited), True
+    inherited = os.environ.get("PL_GLOBAL_SEED")
+    if os.environ.get("LOCAL_RANK", "0") != "0" and inherited is not None:
+        return int(inherited), True  # a DDP process Lightning started from the first one
+    # torchrun and SLURM start every process themselves: each would draw a seed of its own (and
+    # split the data its own way), the first process on each machine included.
+    launched = "TORCHELASTIC_RUN_ID" in os.environ or os.environ.get("SLURM_NTASKS", "1") != "1"
+    if launched or os.environ.get("LOCAL_RANK", "0") != "0":
+        raise ConfigError(
+            "seed=null draws a seed per run, but this run's processes were started by a "
+            "launcher (torchrun, SLURM) and cannot share a drawn seed: set seed=<int>"
+        )
     return secrets.randbelow(MAX_SEED + 1), True
 
 
