@@ -4,6 +4,7 @@ known-harmless warnings removed; the composed config shown as a tree."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,20 @@ def setup_console() -> None:
     if not any(isinstance(f, NoAdvertisement) for f in rank_zero.filters):
         rank_zero.addFilter(NoAdvertisement())
     silence_known_warnings()
+    keep_log_file_on_rank_zero()
+
+
+def keep_log_file_on_rank_zero() -> None:
+    """Under torchrun or SLURM every process runs in the same run folder: only global rank 0
+    writes the run's log file (the others still print). Processes Lightning starts itself log
+    to files of their own (train_ddp_process_<n>.log) and keep them."""
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    if rank == "0":
+        return
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 class NoAdvertisement(logging.Filter):
