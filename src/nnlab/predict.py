@@ -7,6 +7,7 @@ a row gets the output eval.py saw for it. Inputs are read and predicted in batch
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from nnlab.checkpoints import fetch_checkpoint_url, module_class_path, read_chec
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
-from nnlab.data.csv_reader import read_csv
+from nnlab.data.csv_reader import read_csv, read_csv_chunks
 from nnlab.data.features import TablePipeline
 from nnlab.data.images import IMAGE_EXTENSIONS, decode_image
 from nnlab.data.loaders import Normalize
@@ -64,7 +65,10 @@ def predict(cfg: DictConfig) -> str:
     module, prep = load_checkpoint(cfg.ckpt_path)
     module.to(device).eval()
     id_column = cfg.get("id_column")
-    count, chunks = read_inputs(Path(cfg.input), prep, module.spec, cfg.batch_size, id_column)
+    total, chunks = read_inputs(Path(cfg.input), prep, module.spec, cfg.batch_size, id_column)
+    # The first chunk is read (a table's columns checked) before any file is written.
+    first = next(chunks, None)
+    chunks = itertools.chain([] if first is None else [first], chunks)
     output = Path(cfg.output or Path(cfg.paths.output_dir) / "predictions.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
     columns = Columns(module.spec, cfg.all_probabilities, id_column or "input")
@@ -72,13 +76,15 @@ def predict(cfg: DictConfig) -> str:
     failed = 0
     with (
         output.open("w", newline="", encoding="utf-8") as f,
-        tqdm(total=count, desc="predicting", unit="input", disable=not cfg.progress) as bar,
+        tqdm(total=total, desc="predicting", unit="input", disable=not cfg.progress) as bar,
     ):
         writer = csv.writer(f)
         writer.writerow(columns.header)
+        count = 0  # counted as read: a table's count above is an estimate for the bar
         for chunk in chunks:
             writer.writerows(columns.rows(chunk, *outputs(module, chunk.x, norm, device)))
             failed += sum(e is not None for e in chunk.errors)
+            count += len(chunk.names)
             bar.update(len(chunk.names))
     log.info("%d predictions written to %s", count - failed, output)
     if failed:
@@ -161,10 +167,9 @@ def read_inputs(
         return len(files), image_chunks(files, names, image, batch_size)
     if suffix in TABLE_SUFFIXES and kind == "table":
         pipeline = table_pipeline_from_state(prep)
-        frame = read_csv(path, text=[*pipeline.text_columns, *([id_column] if id_column else [])])
-        names = row_names(frame, id_column, path)
-        pipeline.check_columns([c for c in frame.columns if c != id_column])  # before any row
-        return len(frame), table_chunks(frame, names, pipeline, batch_size)
+        text = [*pipeline.text_columns, *([id_column] if id_column else [])]
+        frames = read_csv_chunks(path, batch_size, text=text)
+        return count_rows(path), table_chunks(frames, id_column, pipeline, path)
     if suffix in TABLE_SUFFIXES:
         frame = read_csv(path, text=[id_column] if id_column else [])
         names = row_names(frame, id_column, path)
@@ -181,10 +186,11 @@ def read_inputs(
     return len(x), array_chunks(x, names, batch_size)
 
 
-def row_names(frame: pd.DataFrame, id_column: str | None, path: Path) -> list[str]:
-    """The names of a table's rows: their numbers, or the cells of `id_column`."""
+def row_names(frame: pd.DataFrame, id_column: str | None, path: Path, start: int = 0) -> list[str]:
+    """The names of a table's rows: their numbers (the first being `start`), or the cells of
+    `id_column`."""
     if id_column is None:
-        return [str(i) for i in range(len(frame))]
+        return [str(i) for i in range(start, start + len(frame))]
     if id_column not in frame.columns:
         raise ConfigError(
             f"id_column={id_column} is not a column of {path}; its columns: "
@@ -271,13 +277,30 @@ def array_chunks(x: np.ndarray, names: list[str], batch_size: int) -> Iterator[C
 
 
 def table_chunks(
-    frame: pd.DataFrame, names: list[str], pipeline: TablePipeline, batch_size: int
+    frames: Iterator[pd.DataFrame], id_column: str | None, pipeline: TablePipeline, path: Path
 ) -> Iterator[Chunk]:
-    """The rows of a table through the training feature pipeline, batch by batch."""
-    for start in range(0, len(frame), batch_size):
-        part = frame.iloc[start : start + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(pipeline.transform(part), dtype=np.float32))
-        yield Chunk(names[start : start + batch_size], x, [None] * len(part))
+    """The rows of a table read chunk by chunk, through the training feature pipeline. Its
+    columns are checked before any row is predicted; rows are named by their number from 0,
+    or by `id_column`."""
+    start = 0
+    for frame in frames:
+        names = row_names(frame, id_column, path, start)
+        if start == 0:
+            pipeline.check_columns([c for c in frame.columns if c != id_column])
+        x = torch.from_numpy(np.ascontiguousarray(pipeline.transform(frame), dtype=np.float32))
+        yield Chunk(names, x, [None] * len(frame))
+        start += len(frame)
+
+
+def count_rows(path: Path) -> int:
+    """The rows under a CSV file's header, counted by line ends for the progress bar (a cell
+    holding a line break counts twice): one quick pass over the bytes."""
+    lines, last = 0, b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return max(lines - 1 + (last != b"\n"), 0)
 
 
 # -- the model's outputs, as CSV rows -------------------------------------------------------

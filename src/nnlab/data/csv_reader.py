@@ -10,7 +10,7 @@ import itertools
 import logging
 import re
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,40 @@ def read_csv(path: str | Path, text: Collection[str] = ()) -> pd.DataFrame:
     consistently (csv.Sniffer), else the one the header line uses most.
     """
     path = Path(path)
+    sep, encoding = _dialect(path)
+    try:
+        frame = _parse(path, sep, encoding, text)
+    except UnicodeDecodeError as e:  # past the first lines
+        encoding = _fallback(path, e)
+        frame = _parse(path, sep, encoding, text)
+    if frame.empty:
+        raise ConfigError(f"{path} has a header but no rows")
+    return frame
+
+
+def read_csv_chunks(
+    path: str | Path, rows: int, text: Collection[str] = ()
+) -> Iterator[pd.DataFrame]:
+    """The table of a CSV file as read_csv reads it, `rows` rows at a time, for files too large
+    to hold at once (predict.py). Whether a column holds numbers is decided per chunk; give the
+    columns that must stay text in `text`."""
+    path = Path(path)
+    sep, encoding = _dialect(path)
+    options = _options(sep, encoding)
+    names = [str(c).strip() for c in pd.read_csv(path, nrows=0, **options).columns]
+    try:
+        for chunk in pd.read_csv(path, dtype=str, chunksize=rows, **options):
+            chunk.columns = names
+            for name in names:
+                chunk[name] = _tidy(chunk[name], name in text, sep == ";")
+            yield chunk
+    except pd.errors.ParserError as e:
+        check_row_lengths(path, sep, encoding, len(names))
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _dialect(path: Path) -> tuple[str, str]:
+    """The field separator and the encoding of a CSV file, from its first lines."""
     if not path.is_file():
         raise ConfigError(f"data.path={path}: no such file")
     with path.open("rb") as f:
@@ -52,15 +86,7 @@ def read_csv(path: str | Path, text: Collection[str] = ()) -> pd.DataFrame:
     except UnicodeDecodeError as e:
         encoding = _fallback(path, e)
         sample = b"".join(head).decode(encoding, errors="replace")
-    sep = sniff_separator(sample)
-    try:
-        frame = _parse(path, sep, encoding, text)
-    except UnicodeDecodeError as e:  # past the first lines
-        encoding = _fallback(path, e)
-        frame = _parse(path, sep, encoding, text)
-    if frame.empty:
-        raise ConfigError(f"{path} has a header but no rows")
-    return frame
+    return sniff_separator(sample), encoding
 
 
 def sniff_separator(sample: str) -> str:
@@ -80,9 +106,9 @@ def _fallback(path: Path, error: UnicodeDecodeError) -> str:
     return "cp1252"
 
 
-def _parse(path: Path, sep: str, encoding: str, text: Collection[str]) -> pd.DataFrame:
-    """read_csv's table, read with this separator and encoding."""
-    options: dict[str, Any] = {
+def _options(sep: str, encoding: str) -> dict[str, Any]:
+    """pandas.read_csv's options for a file with this separator and encoding."""
+    return {
         "sep": sep,
         "encoding": encoding,
         "encoding_errors": "strict" if encoding.startswith("utf") else "replace",
@@ -94,6 +120,11 @@ def _parse(path: Path, sep: str, encoding: str, text: Collection[str]) -> pd.Dat
         "index_col": False,  # a row with an extra field is an error, not an index
         "low_memory": False,  # one pass: faster, and one type per column
     }
+
+
+def _parse(path: Path, sep: str, encoding: str, text: Collection[str]) -> pd.DataFrame:
+    """read_csv's table, read with this separator and encoding."""
+    options = _options(sep, encoding)
     names = [str(c).strip() for c in pd.read_csv(path, nrows=0, **options).columns]
     # By position: pandas' names are not yet stripped.
     dtypes = {i: str for i, name in enumerate(names) if name in text}
