@@ -26,7 +26,7 @@ from nnlab.checkpoints import fetch_checkpoint_url, module_class_path, read_chec
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
-from nnlab.data.csv_reader import read_csv, read_csv_chunks
+from nnlab.data.csv_reader import read_csv_chunks
 from nnlab.data.features import TablePipeline
 from nnlab.data.images import IMAGE_EXTENSIONS, decode_image
 from nnlab.data.loaders import Normalize
@@ -170,20 +170,17 @@ def read_inputs(
         text = [*pipeline.text_columns, *([id_column] if id_column else [])]
         frames = read_csv_chunks(path, batch_size, text=text)
         return count_rows(path), table_chunks(frames, id_column, pipeline, path)
-    if suffix in TABLE_SUFFIXES:
-        frame = read_csv(path, text=[id_column] if id_column else [])
-        names = row_names(frame, id_column, path)
-        x = csv_array(frame.drop(columns=[id_column] if id_column else []), path, spec)
-    elif suffix == ".npy":
-        x = npy_array(path, spec)
-        names = [str(i) for i in range(len(x))]
-    else:
+    if suffix not in (*TABLE_SUFFIXES, ".npy"):
         raise ConfigError(
             f"input={path}: give a CSV file, a .npy array, an image or a folder of images"
         )
     if kind not in IMAGE_KINDS:
         raise ConfigError(f"input={path}: this checkpoint's data ({kind}) needs a CSV table")
-    return len(x), array_chunks(x, names, batch_size)
+    if suffix in TABLE_SUFFIXES:
+        frames = read_csv_chunks(path, batch_size, text=[id_column] if id_column else [])
+        return count_rows(path), number_chunks(frames, id_column, spec, path)
+    x = npy_array(path, spec)
+    return len(x), array_chunks(x, [str(i) for i in range(len(x))], batch_size)
 
 
 def row_names(frame: pd.DataFrame, id_column: str | None, path: Path, start: int = 0) -> list[str]:
@@ -265,6 +262,18 @@ def npy_array(path: Path, spec: DataSpec) -> np.ndarray:
             f"{list(shape)} (one, or N of them: [N, {', '.join(map(str, shape))}])"
         )
     return x
+
+
+def number_chunks(
+    frames: Iterator[pd.DataFrame], id_column: str | None, spec: DataSpec, path: Path
+) -> Iterator[Chunk]:
+    """The rows of a CSV of numbers read chunk by chunk, as raw inputs of an array model."""
+    start = 0
+    for frame in frames:
+        names = row_names(frame, id_column, path, start)
+        x = csv_array(frame.drop(columns=[id_column] if id_column else []), path, spec)
+        yield Chunk(names, torch.from_numpy(x), [None] * len(frame))
+        start += len(frame)
 
 
 def array_chunks(x: np.ndarray, names: list[str], batch_size: int) -> Iterator[Chunk]:
