@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import cli
 from nnlab.core import ConfigError, DataUnavailableError, Diverged
+from nnlab.core.results_file import read_results
 
 from .conftest import ROOT, run_script
 
@@ -220,7 +221,7 @@ def test_multirun_job_refused_by_train_is_a_failed_row_with_the_worst_value(job_
 
     cfg = job_cfg("data=xor", "loss=mse")
     assert cli.run(train, cfg) is None  # refused before the task, so its metric, was known
-    results = cli.read_results(Path(cfg.paths.output_dir))
+    results = read_results(Path(cfg.paths.output_dir))
     assert results["status"] == "failed" and results["value"] is None
     assert results["error"].startswith("loss=mse cannot train a binary task")
     assert results["overrides"] == ["data=xor", "loss=mse"]
@@ -241,7 +242,7 @@ def test_multirun_job_refused_by_train_is_a_failed_row_with_the_worst_value(job_
 def test_multirun_job_worst_value_follows_the_mode(job_cfg, overrides, worst):
     cfg = job_cfg(*overrides)
     assert cli.run(raising(ConfigError("no")), cfg) == worst
-    written = cli.read_results(Path(cfg.paths.output_dir))["value"]
+    written = read_results(Path(cfg.paths.output_dir))["value"]
     assert written == (None if worst is None else str(worst))
 
 
@@ -250,7 +251,7 @@ def test_multirun_job_bug_is_logged_with_its_traceback_and_the_sweep_goes_on(job
     with caplog.at_level(logging.ERROR, logger="nnlab.cli"):
         assert cli.run(raising(ZeroDivisionError("bug\nsecond line")), cfg) == -math.inf
     assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
-    results = cli.read_results(Path(cfg.paths.output_dir))
+    results = read_results(Path(cfg.paths.output_dir))
     assert (
         results["status"] == "failed" and results["error"] == "ZeroDivisionError: bug second line"
     )
@@ -266,7 +267,7 @@ def test_multirun_job_diverged_keeps_trains_results_and_returns_the_worst(job_cf
         raise Diverged("loss is nan")
 
     assert cli.run(diverge, cfg) == math.inf
-    assert cli.read_results(folder) == {"status": "diverged", "value": "inf"}
+    assert read_results(folder) == {"status": "diverged", "value": "inf"}
 
 
 def write_attempt(folder: Path, status: str, overrides: list[str]) -> Path:

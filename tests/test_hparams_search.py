@@ -26,12 +26,8 @@ from optuna.distributions import (  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from hydra_plugins.nnlab_optuna_sweeper import _search  # noqa: E402
-from nnlab.sweeps import (  # noqa: E402
-    PRUNED_AT,
-    TRIAL_NUMBER,
-    mark_results_pruned,
-    worst_value,
-)
+from nnlab.core.results_file import worst_value  # noqa: E402
+from nnlab.sweeps import PRUNED_AT, TRIAL_NUMBER, mark_results_pruned  # noqa: E402
 from nnlab.sweeps import pruning as pruning_module  # noqa: E402
 from nnlab.sweeps.pruning import OptunaPruning, job_trial  # noqa: E402
 

@@ -6,9 +6,7 @@ import torch."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from nnlab.core import ConfigError, DataUnavailableError, Diverged
 from nnlab.core.hydra import hydra_choices
+from nnlab.core.results_file import read_results, worst_value
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ def _multirun_job(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float
         mode = optimized_mode(cfg)
         # Unknown (refused before the task, so the metric, was known; no sweeper direction):
         # null, not an infinity that might be the best value for the metric nobody named.
-        worst = None if mode is None else -math.inf if mode == "max" else math.inf
+        worst = None if mode is None else worst_value(mode)
         if not isinstance(e, Diverged) and folder:  # train recorded a divergence itself
             _write_failed(cfg, folder, line, worst, mode, overrides, time.perf_counter() - start)
         return worst
@@ -175,14 +174,6 @@ def _write_failed(
             "output_dir": str(folder),
         },
     )
-
-
-def read_results(folder: Path) -> dict[str, Any] | None:
-    """A run folder's results.json, or None when it has none (or an unreadable one)."""
-    try:
-        return json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def earlier_attempt(folder: Path, overrides: list[str]) -> dict[str, Any] | None:

@@ -3,10 +3,6 @@ written atomically, and the metrics table printed at the end."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +10,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
+
+from nnlab.core.results_file import write_results_file
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -26,27 +24,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as strings so the file stays standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
 @rank_zero_only
 def write_results(output_dir: str | Path, results: dict[str, Any]) -> Path:
-    """Writes results.json atomically: a reader never sees a half-written file."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "results.json"
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".results.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(_finite(results), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Writes results.json atomically (nnlab.core.results_file), from rank 0 only."""
+    return write_results_file(output_dir, results)
 
 
 @rank_zero_only
@@ -58,9 +39,3 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4f}")
     Console().print(table)
-
-
-def worst_value(mode: str) -> float:
-    """The worst value of a metric optimized in `mode` (max or min): what a failed or diverged
-    run reports to sweepers (written as "-inf" / "inf")."""
-    return -math.inf if mode == "max" else math.inf

@@ -22,8 +22,9 @@ from nnlab.checkpoints import (
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import Diverged
 from nnlab.core.hydra import hydra_choices, instantiate_group
+from nnlab.core.results_file import worst_value
 from nnlab.ddp import job_processes
-from nnlab.results import print_metrics, scalar_metrics, worst_value, write_results
+from nnlab.results import print_metrics, scalar_metrics, write_results
 from nnlab.speed import apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
 from nnlab.tasks.base import metric_mode

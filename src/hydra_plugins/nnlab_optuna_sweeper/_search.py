@@ -23,13 +23,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from nnlab.sweeps import (
-    PRUNED_AT,
-    TRIAL_NUMBER,
-    mark_results_pruned,
-    open_storage,
-    worst_value,
-)
+from nnlab.core.results_file import worst_value
+from nnlab.sweeps import PRUNED_AT, TRIAL_NUMBER, mark_results_pruned, open_storage
 
 log = logging.getLogger(__name__)
 

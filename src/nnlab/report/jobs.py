@@ -4,13 +4,14 @@ whatever state the sweep is in (running, partly failed, resumed). Imports no tor
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from nnlab.core.results_file import read_results
 
 # The states a job row can be in: results.json's status, or UNKNOWN without one (still running,
 # or stopped before it could write one).
@@ -99,13 +100,6 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # not written yet, or being replaced
-        return {}
-
-
 def _order(folder: Path) -> tuple[int, int | str]:
     """Job folders in launch order: numbered ones (Hydra's default subdir) by number."""
     return (0, int(folder.name)) if folder.name.isdigit() else (1, folder.name)
@@ -122,7 +116,7 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
         if not overrides_file.is_file():
             continue
         overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
-        results = _read_json(folder / "results.json")
+        results = read_results(folder) or {}
         jobs.append(Job(folder.name, folder, parse_overrides(overrides), results))
     return jobs
 

@@ -4,11 +4,10 @@ this package imports neither torch nor optuna: the sweeper runs in the launching
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from nnlab.core.results_file import read_results, write_results_file
 
 # The sweeper tells each job its trial's number in this entry of hydra.job.env_set (a Hydra
 # override, so not among the job's own overrides; Hydra sets it in the job's environment too).
@@ -17,25 +16,14 @@ TRIAL_NUMBER = "NNLAB_OPTUNA_TRIAL"
 PRUNED_AT = "nnlab_pruned_at"
 
 
-def worst_value(direction: str) -> float:
-    """The value a failed or diverged trial gets: worse than any finite one for `direction`
-    (maximize/max or minimize/min)."""
-    return -float("inf") if direction.startswith("max") else float("inf")
-
-
 def mark_results_pruned(output_dir: str | Path, pruned_at: int) -> bool:
-    """Sets results.json's status to "pruned" in a job's folder (atomically, like
-    nnlab.results.write_results); False when the job left no results.json."""
-    path = Path(output_dir) / "results.json"
-    if not path.is_file():
+    """Sets results.json's status to "pruned" in a job's folder (atomically); False when the
+    job left no results.json."""
+    results = read_results(output_dir)
+    if results is None:
         return False
-    results = json.loads(path.read_text(encoding="utf-8"))
     results.update(status="pruned", pruned_at=pruned_at)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_results_file(output_dir, results)
     return True
 
 

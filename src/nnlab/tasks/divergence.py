@@ -84,7 +84,7 @@ class DivergenceWatch:
         if not self.enabled or trainer.global_step == self.checked_at:
             return
         self.checked_at = trainer.global_step
-        params = [p for p in module.parameters()]
+        params = list(module.parameters())
         # The largest |weight| of each tensor (NaN if it holds one): never overflows, unlike a
         # sum of squares of large but finite weights.
         peaks = torch._foreach_norm(params, ord=math.inf) if params else []
