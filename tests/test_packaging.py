@@ -90,3 +90,16 @@ def test_installed_wheel_trains_from_any_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (results,) = (work / "logs" / "train" / "runs").glob("*/results.json")
     assert (results.parent / "train.log").is_file()  # the log is named after the task
+
+
+def test_nnlab_sub_command_is_the_train_app(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnlab", "train", "--cfg", "job", "model=linear"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "_target_: nnlab.nn.networks.MLP" in proc.stdout and "hidden_sizes: []" in proc.stdout
