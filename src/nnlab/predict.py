@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,6 @@ from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
 from nnlab.data.csv_reader import read_csv_chunks
-from nnlab.data.features import TablePipeline
 from nnlab.data.images import IMAGE_EXTENSIONS, decode_image
 from nnlab.data.loaders import Normalize
 from nnlab.data.spec import DataSpec
@@ -169,7 +168,8 @@ def read_inputs(
         pipeline = table_pipeline_from_state(prep)
         text = [*pipeline.text_columns, *([id_column] if id_column else [])]
         frames = read_csv_chunks(path, batch_size, text=text)
-        return count_rows(path), table_chunks(frames, id_column, pipeline, path)
+        # transform checks the columns, on the first chunk before any file is written.
+        return count_rows(path), csv_chunks(frames, id_column, path, pipeline.transform)
     if suffix not in (*TABLE_SUFFIXES, ".npy"):
         raise ConfigError(
             f"input={path}: give a CSV file, a .npy array, an image or a folder of images"
@@ -178,7 +178,12 @@ def read_inputs(
         raise ConfigError(f"input={path}: this checkpoint's data ({kind}) needs a CSV table")
     if suffix in TABLE_SUFFIXES:
         frames = read_csv_chunks(path, batch_size, text=[id_column] if id_column else [])
-        return count_rows(path), number_chunks(frames, id_column, spec, path)
+        ids = [id_column] if id_column else []
+
+        def numbers(frame: pd.DataFrame) -> np.ndarray:
+            return csv_array(frame.drop(columns=ids), path, spec)
+
+        return count_rows(path), csv_chunks(frames, id_column, path, numbers)
     x = npy_array(path, spec)
     return len(x), array_chunks(x, [str(i) for i in range(len(x))], batch_size)
 
@@ -264,15 +269,19 @@ def npy_array(path: Path, spec: DataSpec) -> np.ndarray:
     return x
 
 
-def number_chunks(
-    frames: Iterator[pd.DataFrame], id_column: str | None, spec: DataSpec, path: Path
+def csv_chunks(
+    frames: Iterator[pd.DataFrame],
+    id_column: str | None,
+    path: Path,
+    inputs: Callable[[pd.DataFrame], np.ndarray],
 ) -> Iterator[Chunk]:
-    """The rows of a CSV of numbers read chunk by chunk, as raw inputs of an array model."""
+    """The rows of a CSV read chunk by chunk, as model inputs (`inputs` of each chunk); rows are
+    named by their number from 0, or by `id_column`."""
     start = 0
     for frame in frames:
         names = row_names(frame, id_column, path, start)
-        x = csv_array(frame.drop(columns=[id_column] if id_column else []), path, spec)
-        yield Chunk(names, torch.from_numpy(x), [None] * len(frame))
+        x = torch.from_numpy(np.ascontiguousarray(inputs(frame), dtype=np.float32))
+        yield Chunk(names, x, [None] * len(frame))
         start += len(frame)
 
 
@@ -283,22 +292,6 @@ def array_chunks(x: np.ndarray, names: list[str], batch_size: int) -> Iterator[C
         if batch.dtype != torch.uint8:
             batch = batch.float()
         yield Chunk(names[start : start + batch_size], batch, [None] * len(batch))
-
-
-def table_chunks(
-    frames: Iterator[pd.DataFrame], id_column: str | None, pipeline: TablePipeline, path: Path
-) -> Iterator[Chunk]:
-    """The rows of a table read chunk by chunk, through the training feature pipeline. Its
-    columns are checked before any row is predicted; rows are named by their number from 0,
-    or by `id_column`."""
-    start = 0
-    for frame in frames:
-        names = row_names(frame, id_column, path, start)
-        if start == 0:
-            pipeline.check_columns([c for c in frame.columns if c != id_column])
-        x = torch.from_numpy(np.ascontiguousarray(pipeline.transform(frame), dtype=np.float32))
-        yield Chunk(names, x, [None] * len(frame))
-        start += len(frame)
 
 
 def count_rows(path: Path) -> int:
