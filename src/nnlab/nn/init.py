@@ -3,7 +3,8 @@ function that fills a layer's weights. Every initializer also takes `bias`, the 
 starting value.
 
 Gains follow the course. Xavier/Glorot is the plain formula, Var = 2 / (fan_in + fan_out)
-(Glorot & Bengio 2010, PyTorch's default): derived for activations that are linear around 0
+(Glorot & Bengio 2010; not PyTorch's default, which `default` keeps: nn.Linear draws weights and
+biases from U(±1/√fan_in), as the course says): derived for activations that are linear around 0
 (tanh), it lets ReLU activations shrink over depth. Kaiming/He is Var = gain² / fan with the
 gain of the activation that follows the layer (nnlab.nn.activations.gain, re-exported here):
 gain² = 2 for ReLU, which keeps activation variance flat over depth. Both take `gain`: a
