@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nnlab.core import ConfigError, DataUnavailableError, Diverged
+from nnlab.core.components import import_plugins
 from nnlab.core.hydra import hydra_choices
 from nnlab.core.results_file import read_results, worst_value
 
@@ -35,10 +36,23 @@ KEPT_SUFFIX = ".log"
 
 def run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float | None:
     """Calls main(cfg): in a single run, a user's mistake exits with one `error: …` line; in a
-    multirun job, any failure is recorded and returns the worst value, so the sweep goes on."""
+    multirun job, any failure is recorded and returns the worst value, so the sweep goes on.
+    The config's `plugins` (the user's modules that register classes) are imported first."""
+    main = with_plugins(main)
     if not in_multirun():
         return _single_run(main, cfg)
     return _multirun_job(main, cfg)
+
+
+def with_plugins(main: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+    """main, after importing the modules of the config's `plugins` key
+    (nnlab.core.components.import_plugins)."""
+
+    def job(cfg: DictConfig) -> T:
+        import_plugins(_select(cfg, "plugins"))
+        return main(cfg)
+
+    return job
 
 
 def in_multirun() -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from nnlab.core import ConfigError, DataUnavailableError
+from nnlab.core.components import register_datamodule
 from nnlab.data.csv_reader import read_csv
 from nnlab.data.download import Remote, fetch
 from nnlab.data.features import is_numeric
@@ -68,6 +69,7 @@ AMES_TRAIN = Remote(
 )
 
 
+@register_datamodule
 class AmesHousePricesDataModule(DownloadedTable):
     """The 1,460 sold houses of Kaggle's Ames house-price competition (its train.csv, as the d2l
     book hosts it): 79 features, 43 of them text, predicting SalePrice in dollars.
@@ -155,6 +157,7 @@ def read_cal_housing(path: str | Path) -> np.ndarray:
     return data
 
 
+@register_datamodule
 class CaliforniaHousingDataModule(DownloadedTable):
     """California districts of the 1990 census (20,640, StatLib): scikit-learn's eight features
     (MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from nnlab.core import ConfigError
+from nnlab.core.components import register_datamodule
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract_fetched, fetch, make_readable, verify_zip
 from nnlab.data.remote import RemoteDataModule
@@ -230,6 +231,7 @@ PETIMAGES = Remote(
 )
 
 
+@register_datamodule
 class ImageFolderDataModule(RemoteDataModule):
     """Image classification on a folder of your own (`root`): one sub-folder per class, any
     number of classes (or files named <class>.<id>.jpg), multiclass with softmax outputs.
@@ -342,6 +344,7 @@ class ImageFolderDataModule(RemoteDataModule):
         return data
 
 
+@register_datamodule
 class CatsVsDogsDataModule(ImageFolderDataModule):
     """Cats vs dogs, binary (0 = cat, 1 = dog): Microsoft's PetImages (about 25,000 photos, over
     a thousand of them undecodable and skipped), or the images of a local folder (`root`, class

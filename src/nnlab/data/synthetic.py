@@ -6,9 +6,11 @@ from __future__ import annotations
 import torch
 
 from nnlab.core import ConfigError
+from nnlab.core.components import register_datamodule
 from nnlab.data.base import ArrayDataModule, Split
 
 
+@register_datamodule
 class SyntheticImagesDataModule(ArrayDataModule):
     """uint8 grey images (N, 1, H, W) in `num_classes` classes, MNIST-shaped by default.
 

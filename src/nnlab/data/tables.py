@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from nnlab.core import ConfigError
+from nnlab.core.components import register_datamodule
 from nnlab.data.base import ArrayDataModule, Split
 from nnlab.data.csv_reader import read_csv
 from nnlab.data.features import TablePipeline, fit_pipeline, is_numeric
@@ -331,11 +332,13 @@ class CSVFile:
         return read_csv(self.path, text=self.text_read)
 
 
+@register_datamodule
 class CSVRegressionDataModule(CSVFile, RegressionTableDataModule):
     """Any CSV file with a header line (`path`): predicts the numeric column `target` from the
     others (see TableDataModule for the features)."""
 
 
+@register_datamodule
 class CSVClassificationDataModule(CSVFile, ClassificationTableDataModule):
     """Any CSV file with a header line (`path`): predicts the class in column `target` from the
     others (see ClassificationTableDataModule)."""

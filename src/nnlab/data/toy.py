@@ -9,6 +9,7 @@ import math
 import torch
 
 from nnlab.core import ConfigError
+from nnlab.core.components import register_datamodule
 from nnlab.data.base import ArrayDataModule, Split
 
 # SeparableDataModule refuses a margin that would take more rounds of rejection sampling.
@@ -21,6 +22,7 @@ def check_at_least(key: str, value: float, low: float, meaning: str) -> None:
         raise ConfigError(f"data.{key} must be >= {low} ({meaning}), got {value}")
 
 
+@register_datamodule
 class DigitsDataModule(ArrayDataModule):
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes, no download)."""
 
@@ -35,6 +37,7 @@ class DigitsDataModule(ArrayDataModule):
         return {"train": (x, y)}, tuple(str(c) for c in digits.target_names)
 
 
+@register_datamodule
 class XORDataModule(ArrayDataModule):
     """Points around the corners of the unit square, labelled x₁ XOR x₂ (binary)."""
 
@@ -74,6 +77,7 @@ class XORDataModule(ArrayDataModule):
         return splits, ("0", "1")
 
 
+@register_datamodule
 class SeparableDataModule(ArrayDataModule):
     """Two classes split by a random hyperplane, with no point closer to it than `margin`."""
 
@@ -115,6 +119,7 @@ class SeparableDataModule(ArrayDataModule):
         return {"train": (x, y)}, ("0", "1")
 
 
+@register_datamodule
 class LinearRegressionDataModule(ArrayDataModule):
     """y = x·w + b + ε with ε ~ N(0, noise²); the true w and b are `true_weight`, `true_bias`.
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from nnlab.core import ConfigError, DataUnavailableError
+from nnlab.core.components import register_datamodule
 from nnlab.data.base import Split
 from nnlab.data.download import Remote, extract_fetched, fetch
 from nnlab.data.remote import RemoteDataModule
@@ -116,6 +117,7 @@ IDX_VARIANTS: dict[str, IdxVariant] = {
 TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
 
+@register_datamodule
 class MNISTDataModule(RemoteDataModule):
     """MNIST, Fashion-MNIST or KMNIST (by `variant`): 60,000 training and 10,000 test 28×28
     grey images in 10 classes, read from the IDX files. Validation comes out of the training
@@ -247,6 +249,7 @@ def read_cifar10_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
+@register_datamodule
 class CIFAR10CatsDogsDataModule(RemoteDataModule):
     """The cat and dog classes of CIFAR-10: 10,000 training and 2,000 test 3×32×32 colour
     images, binary (0 = cat, 1 = dog). Read from the binary version of the archive."""

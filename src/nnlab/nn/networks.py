@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nnlab.core import ConfigError, is_int
+from nnlab.core.components import register_network
 from nnlab.core.tasks import TASKS
 from nnlab.nn.activations import ACTIVATIONS, gain
 from nnlab.nn.init import init_linear
@@ -17,6 +18,7 @@ from nnlab.nn.init import init_linear
 NORMS = {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
 
 
+@register_network
 class MLP(nn.Sequential):
     """Flatten → [Linear → norm → activation → dropout] per hidden size → Linear.
 
@@ -75,6 +77,7 @@ class MLP(nn.Sequential):
         return () if config.get("hidden_sizes") else ("activation",)
 
 
+@register_network
 class Perceptron(nn.Module):
     """Rosenblatt's perceptron as the course gives it: ŷ = 1[w·x + b ≥ 0], weights and bias
     starting at 0, learnt by w := w + lr·(y − ŷ)·x (lr = 1: the plain rule), one sample after
