@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from nnlab.callbacks import stopped_after_epoch
 from nnlab.checkpoints import (
     check_resume,
     check_resume_data,
@@ -114,6 +115,7 @@ def fit_and_test(
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     # Read before validate/test: loading a checkpoint restores the callbacks' state saved in it.
     last = last_checkpoint(trainer)
+    stopped = stopped_after_epoch(trainer)  # callbacks=[...,early_stopping]
     val_metrics: dict[str, float] = {}
     test_metrics: dict[str, float] = {}
     if best or not diverged:  # no checkpoint (callbacks=none, fast_dev_run): the last weights
@@ -133,6 +135,7 @@ def fit_and_test(
         "test": test_metrics,
         "best_val_during_fit": fit_metrics.get(f"{module.monitor}_best"),
         "epochs": trainer.current_epoch,
+        "stopped_after_epoch": stopped,
         "ckpt_path": best or None,
         "last_ckpt_path": last,
         "output_dir": cfg.paths.output_dir,

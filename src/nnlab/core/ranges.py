@@ -20,6 +20,7 @@ TRAINER = "lightning.pytorch.Trainer"
 STEP_LR = "torch.optim.lr_scheduler.StepLR"
 COSINE_LR = "torch.optim.lr_scheduler.CosineAnnealingLR"
 PLATEAU_LR = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+EARLY_STOP = "nnlab.callbacks.EarlyStop"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,20 @@ RULES = (
     ),
     Rule("scheduler", PLATEAU_LR, "cooldown", lambda v: v >= 0, ">= 0 (epochs after a drop)"),
     Rule("scheduler", PLATEAU_LR, "min_lr", lambda v: v >= 0, ">= 0 (the lowest learning rate)"),
+    Rule(
+        "callbacks.early_stopping",
+        EARLY_STOP,
+        "patience",
+        lambda v: v >= 0,
+        ">= 0 (epochs without improvement before stopping)",
+    ),
+    Rule(
+        "callbacks.early_stopping",
+        EARLY_STOP,
+        "min_delta",
+        lambda v: v >= 0,
+        ">= 0 (the least change that counts as an improvement)",
+    ),
     Rule(
         "trainer",
         TRAINER,
