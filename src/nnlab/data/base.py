@@ -13,6 +13,7 @@ import lightning as L
 import torch
 
 from nnlab.core import ConfigError, is_int
+from nnlab.data.arrays import checked_splits
 from nnlab.data.groups import batches_per_step_group
 from nnlab.data.loaders import BatchGroup, BatchOrder, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
@@ -93,10 +94,16 @@ class ArrayDataModule(L.LightningDataModule):
     def load(self) -> tuple[dict[str, Split], tuple[str, ...]]:
         """Raw splits ("train"; "val" and "test" where the source has them) and class names.
 
-        Inputs are float or uint8 tensors of shape (N, *input_shape); targets are float (N,)
-        or (N, k) for regression, and class indices (N,) for classification.
+        Inputs have shape (N, *input_shape); targets are (N,) or (N, k) for regression, and
+        class indices (N,) for classification. Numpy arrays, tensors or lists of any real
+        dtype, and class names of any type, will do: `setup` converts and checks them once
+        (nnlab.data.arrays.checked_splits).
         """
         raise NotImplementedError
+
+    def describe_source(self) -> str:
+        """The data set's name in error messages: its class, as a config's `_target_` names it."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
 
     def corrupt_train(self, train: Split) -> Split:
         """The training split as trained on, after the seeded split: here unchanged; a subclass
@@ -107,7 +114,7 @@ class ArrayDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        raw, class_names = self.load()
+        raw, class_names = checked_splits(self.load(), self.task, self.describe_source())
         splits = seeded_splits(raw, self.val_fraction, self.test_fraction, self.seed)
         train = splits["train"] = self.corrupt_train(splits["train"])
         mean, std = self._statistics(train[0])
