@@ -10,9 +10,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.collections import PathCollection
+from matplotlib.contour import ContourSet
 from torch import nn
 
 from nnlab.core import ConfigError
@@ -61,6 +64,35 @@ def test_perceptron_converges_on_and_or_separable_never_on_xor(claim):
     assert accuracy["MLP, 8 tanh units"] >= 0.95
     assert result.held and set(result.figures) == {"mistakes", "xor_boundaries"}
     wrote(result)
+
+
+def test_perceptron_xor_panels_draw_each_models_own_output(claim):
+    """Each panel's shading is its model's σ(score) (the perceptron's: its class) on the image's
+    own grid, its black line is where the model's score is 0, its points are the test split."""
+    result = claim("perceptron")
+    axes = result.plots["xor_boundaries"].axes[:3]
+    assert [ax.get_title().split("\n")[0] for ax in axes] == list(result.fits)
+    for ax, (name, model) in zip(axes, result.fits.items(), strict=True):
+        (image,) = ax.images
+        shown = torch.as_tensor(np.asarray(image.get_array()), dtype=torch.float32)
+        left, right, bottom, top = image.get_extent()
+        x1 = torch.linspace(left, right, shown.shape[1])
+        x2 = torch.linspace(bottom, top, shown.shape[0])  # origin="lower": row 0 at the bottom
+        grid = torch.cartesian_prod(x2, x1).flip(1)  # (x₁, x₂), x₁ fastest
+        score = model.network(grid).view(shown.shape)
+        expected = (score > 0).float() if name == "perceptron" else torch.sigmoid(score)
+        torch.testing.assert_close(shown, expected)
+        lines = [c for c in ax.collections if isinstance(c, ContourSet) and c.levels[0] == 0]
+        if score.min() < 0 < score.max():
+            (boundary,) = lines
+            vertices = torch.as_tensor(np.concatenate([p.vertices for p in boundary.get_paths()]))
+            assert len(vertices) > 10
+            assert model.network(vertices.float()).abs().max() < 0.05
+        else:  # logistic regression on XOR, p ≈ 0.5: no line in view, and the title says why
+            assert not lines and "p ≈ 0.5 everywhere" in ax.get_title()
+        points = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+        x, _ = model.data.splits["test"]
+        assert sorted(map(tuple, np.concatenate(points).tolist())) == sorted(map(tuple, x.tolist()))
 
 
 def test_feedforward_is_x_w_transposed_plus_b(claim):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 
 from nnlab.lecture.fitting import Fit, compose_config, fit
 from nnlab.lecture.study import Claim, Run
@@ -63,21 +64,66 @@ def rule_on_data(run: Run, data: str, epochs: int) -> list[int]:
     return [int(m) for m in history["train/mistakes"]]
 
 
-def draw_boundary(ax: Axes, model: Fit, title: str) -> None:
-    """The model's two class regions over the unit square's surroundings, and its training data."""
-    grid = torch.linspace(-0.5, 1.5, 201)
-    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
-    scores = model.network(torch.stack([gx.flatten(), gy.flatten()], 1)).view(gx.shape)
-    gx, gy, scores = gx.numpy(), gy.numpy(), scores.numpy()
-    ax.contourf(gx, gy, scores > 0, levels=[-0.5, 0.5, 1.5], colors=["#9ecae1", "#fdae6b"])
-    ax.contour(gx, gy, scores, levels=[0.0], colors="k", linewidths=1)
-    x, y = model.data.splits["train"]
-    for label, color in ((0, "#08519c"), (1, "#a63603")):
+GRID = torch.linspace(-0.5, 1.5, 201)  # the square the boundaries are drawn on, both axes
+CLASS_COLORS = ("#08519c", "#a63603")  # class 0, class 1: dark, on either background
+P_LEVELS = [0.1, 0.3, 0.7, 0.9]  # the probability contours drawn besides p = 0.5
+
+
+def grid_points() -> torch.Tensor:
+    """GRID × GRID as (x₁, x₂) rows, x₁ varying fastest (row i of the image is x₂ = GRID[i])."""
+    gx, gy = torch.meshgrid(GRID, GRID, indexing="xy")
+    return torch.stack([gx.flatten(), gy.flatten()], 1)
+
+
+def shading(model: Fit) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """A model's scores over the grid (GRID × GRID), what its panel shades there, and whether
+    that is a probability: p(class 1 | x) = σ(score) for a model trained as one (logistic
+    regression, the MLP: BCE on logits), else the predicted class (the perceptron: score > 0)."""
+    scores = model.network(grid_points()).view(len(GRID), len(GRID))
+    if isinstance(model.module.net, Perceptron):
+        return scores, (scores > 0).float(), False
+    return scores, torch.sigmoid(scores), True
+
+
+def draw_boundary(ax: Axes, model: Fit, name: str, accuracy: float) -> Any:
+    """A model on XOR: its p(class 1 | x) (or, for the perceptron, its two class regions), its
+    decision boundary (score 0, i.e. p = 0.5) and the test points; the title gives the test
+    accuracy, and says so when the boundary is not in view. Returns the shading's image."""
+    scores, values, probability = shading(model)
+    extent = (GRID[0].item(), GRID[-1].item(), GRID[0].item(), GRID[-1].item())
+    image = ax.imshow(
+        values.numpy(), origin="lower", extent=extent, cmap="RdBu_r", vmin=0, vmax=1, alpha=0.4
+    )
+    gx, gy = torch.meshgrid(GRID, GRID, indexing="xy")
+    if probability:
+        lines = ax.contour(gx, gy, values, levels=P_LEVELS, colors="0.35", linewidths=0.7)
+        ax.clabel(lines, fontsize=7, fmt="p=%.1f")
+    crosses = bool(scores.min() < 0 < scores.max())
+    if crosses:
+        ax.contour(gx, gy, scores, levels=[0.0], colors="k", linewidths=1.8)
+    x, y = model.data.splits["test"]
+    for label, (color, marker) in enumerate(zip(CLASS_COLORS, "o^", strict=True)):
         pts = x[y == label]
-        ax.scatter(pts[:, 0], pts[:, 1], s=6, c=color, label=f"class {label}")
-    ax.set(title=title, xlabel="x₁", ylabel="x₂", xlim=(-0.5, 1.5), ylim=(-0.5, 1.5))
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=22,
+            c=color,
+            marker=marker,
+            edgecolors="white",
+            linewidths=0.4,
+            label=f"test point, class {label}",
+        )
+    title = f"{name}\ntest accuracy {accuracy:.2f}"
+    if not crosses:
+        low, high = values.min().item(), values.max().item()
+        flat = "learned p ≈ 0.5 everywhere" if high - low < 0.1 else "boundary not in view"
+        title += f"; {flat}\n(p from {low:.2f} to {high:.2f} in view)" if probability else ""
+        title += "" if probability else "; boundary not in view"
+    ax.set_title(title, fontsize=10)
+    ax.set(xlabel="x₁ (input 1)", ylabel="x₂ (input 2)", xlim=extent[:2], ylim=extent[2:])
     ax.set_aspect("equal")
-    ax.legend(loc="upper center", fontsize=7, ncols=2)
+    return image
 
 
 def draw_mistakes(
@@ -109,14 +155,24 @@ def draw_mistakes(
 
 def xor_boundaries(run: Run) -> dict[str, float]:
     """Trains the perceptron, logistic regression and the MLP on XOR; draws their decision
-    boundaries and returns their test accuracies."""
-    fig, axes = run.figure("xor_boundaries", ncols=3, size=(4.0, 4.2))
+    boundaries with the test points and returns their test accuracies. The models are kept in
+    run.fits (by name), what each panel shades is theirs."""
+    fig, axes = run.figure("xor_boundaries", ncols=3, size=(4.0, 4.6))
     accuracy = {}
     for ax, (name, (overrides, epochs)) in zip(axes, XOR_MODELS.items(), strict=True):
         model = fit(compose_config(f"seed={run.seed}", *overrides), run.size(*epochs), False)
+        run.fits[name] = model
         accuracy[name] = model.accuracy("test")
-        draw_boundary(ax, model, f"{name}: test accuracy {accuracy[name]:.2f}")
-    fig.suptitle("Decision boundaries on XOR")
+        image = draw_boundary(ax, model, name, accuracy[name])
+    bar = fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01)
+    bar.set_label("p(class 1 | x); perceptron: its class (0/1)")
+    handles = [
+        *axes[0].collections[-2:],
+        Line2D([], [], color="k", lw=1.8, label="decision boundary: p = 0.5 (perceptron: score 0)"),
+        Line2D([], [], color="0.35", lw=0.7, label="p(class 1 | x) = 0.1, 0.3, 0.7, 0.9"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8)
+    fig.suptitle("Decision boundaries on XOR, drawn over the test points")
     run.save("xor_boundaries")
     run.table("xor_accuracy", ({"model": k, "test_accuracy": v} for k, v in accuracy.items()))
     return accuracy

@@ -36,7 +36,8 @@ class Claim:
     """A study's result: whether the course's claim held, one line saying so with its key
     numbers, the numbers themselves, and what was written (paths) and drawn (figures, tables).
 
-    In a notebook, `claim.plots["name"]` displays a figure, `claim.frames["name"]` a table.
+    In a notebook, `claim.plots["name"]` displays a figure, `claim.frames["name"]` a table;
+    `claim.fits["name"]` is a model a figure draws (a nnlab.lecture.fitting.Fit), to query.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Claim:
     tables: dict[str, Path] = field(default_factory=dict)
     plots: dict[str, Figure] = field(default_factory=dict, repr=False)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    fits: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def verdict(self) -> str:
@@ -68,7 +70,8 @@ class Claim:
 class Run:
     """One claim's run: its settings (`fast`, `seed`), its folder, and what it has written.
 
-    A study draws with `figure`, saves with `save` and `table`, and ends with `claim`.
+    A study draws with `figure`, saves with `save` and `table`, keeps the models its figures
+    draw in `fits` (so that a test can check a figure against them), and ends with `claim`.
     """
 
     name: str
@@ -79,6 +82,7 @@ class Run:
     tables: dict[str, Path] = field(default_factory=dict)
     plots: dict[str, Figure] = field(default_factory=dict)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    fits: dict[str, Any] = field(default_factory=dict)
 
     def size(self, fast: Any, full: Any) -> Any:
         """`fast` in fast mode (tests, quick looks), else `full`."""
@@ -125,6 +129,7 @@ class Run:
             dict(self.tables),
             dict(self.plots),
             dict(self.frames),
+            dict(self.fits),
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "verdict.txt").write_text(claim.verdict + "\n", encoding="utf-8")
