@@ -91,36 +91,65 @@ def constant_training(run: Run) -> dict[str, dict[str, float]]:
     return result
 
 
-def draw(run: Run, frame: Any, trained: dict[str, dict[str, Any]]) -> None:
-    fig, (ax, sat) = run.figure("std_by_layer", ncols=2, size=(5.6, 4.2))
-    for color, label in enumerate(SCHEMES):
+# How each scheme is drawn: colour, marker, line style. Curves that coincide (with square
+# layers N(0, 1/d) is Xavier's variance, and their weights are drawn from the same seed; near
+# the top of the tanh panel, constant and N(0, 1) both settle near |a| ≈ 1) differ in marker and
+# style, and put their markers on alternate layers (markevery), so that both show.
+STYLES: dict[str, dict[str, Any]] = {
+    "constant 0.01 + tanh": {"color": "C0", "marker": "s", "ls": "-", "markevery": (1, 2)},
+    "N(0, 1) + tanh": {"color": "C1", "marker": "o", "ls": "--", "markevery": (0, 2)},
+    "N(0, 1) + ReLU": {"color": "C2", "marker": "^", "ls": "-", "markevery": 1},
+    "N(0, 1/d) + ReLU": {"color": "C3", "marker": "x", "ls": "--", "markevery": (1, 2)},
+    "Xavier + tanh": {"color": "C4", "marker": "D", "ls": "-.", "markevery": (0, 2)},
+    "Xavier + ReLU": {
+        "color": "C5",
+        "marker": "o",
+        "ls": "-",
+        "markevery": (0, 2),
+        "lw": 4,
+        "alpha": 0.45,
+    },
+    "Kaiming + ReLU": {"color": "C6", "marker": "v", "ls": "-", "markevery": 1},
+}
+LEGEND_NOTES = {
+    "constant 0.01 + tanh": " (all units equal)",
+    "N(0, 1/d) + ReLU": " (= Xavier: square layers, 2/(d + d) = 1/d)",
+}
+
+
+def draw(run: Run, frame: Any, trained: dict[str, dict[str, Any]], width: int, nets: int) -> None:
+    """The std (and tanh saturation) by layer per scheme; W₁ after training, constant vs Kaiming."""
+    fig, (relu, tanh, sat) = run.figure("std_by_layer", ncols=3, size=(4.6, 4.4))
+    for label in SCHEMES:
         part = frame[frame.scheme == label]
-        # N(0, 1/d) is Xavier's variance for square layers: dashed, on top, to show both.
-        dashed = label.startswith("N(0, 1/d)")
-        style = {"ls": "--" if dashed else "-", "color": f"C{color}", "zorder": 3 if dashed else 2}
-        ax.plot(part.layer, part["std"], marker="o", ms=2.5, label=label, **style)
+        style = {"ms": 5, "lw": 1.5, **STYLES[label], "label": label + LEGEND_NOTES.get(label, "")}
         if "tanh" in label:
-            sat.plot(part.layer, part.saturated, marker="o", ms=2.5, label=label, **style)
+            tanh.plot(part.layer, part["std"], **style)
+            sat.plot(part.layer, part.saturated, **style)
+            continue
+        relu.plot(part.layer, part["std"], **style)
         last = part["std"].iloc[-1]
         if not 1e-6 < last < 1e6:  # off the plot's scale: say where it went
-            ax.annotate(
-                f"{label}: {last:.0e} at layer {part.layer.iloc[-1]}",
-                (0.02, 0.97),
+            relu.annotate(
+                f"{label} leaves the plot:\nstd {last:.0e} at layer {part.layer.iloc[-1]}",
+                (0.97, 0.97),
                 xycoords="axes fraction",
                 va="top",
+                ha="right",
                 fontsize=7,
-                color=f"C{color}",
+                color=STYLES[label]["color"],
             )
-    ax.set(
-        yscale="log", ylim=(1e-6, 1e6), xlabel="hidden layer", ylabel="std of the activations (log)"
-    )
-    ax.set_title("At initialization, N(0, 1) inputs")
-    ax.legend(fontsize=7, loc="lower left")
-    sat.set(xlabel="hidden layer", ylabel=f"share of tanh units with |a| > {SATURATED}")
-    sat.set_title("Saturation (tanh)")
-    sat.legend(fontsize=7)
-    for a in (ax, sat):
-        a.xaxis.get_major_locator().set_params(integer=True)
+    relu.set(yscale="log", ylim=(1e-6, 1e6), ylabel="std of the activations (log scale)")
+    relu.set_title("ReLU networks: std of the activations", fontsize=10)
+    tanh.set(ylim=(0, 1.05), ylabel="std of the activations (tanh: at most 1)")
+    tanh.set_title("tanh networks: std of the activations", fontsize=10)
+    sat.set(ylim=(-0.03, 1.03), ylabel=f"share of units with |a| > {SATURATED}")
+    sat.set_title("tanh networks: saturated units", fontsize=10)
+    for ax in (relu, tanh, sat):
+        ax.set_xlabel("hidden layer (1 = nearest the input)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, loc="lower left" if ax is relu else "center right")
+    fig.suptitle(f"At initialization: {width} units per layer, N(0, 1) inputs, {nets} networks")
     run.save("std_by_layer")
     fig, axes = run.figure("constant_init", ncols=2, size=(4.6, 3.6))
     for ax, (init, result) in zip(axes, trained.items(), strict=True):
@@ -143,7 +172,7 @@ def study(run: Run, width: int = 256, depth: int | None = None, nets: int = 8) -
         "constant_init",
         ({"init": k, **{n: v for n, v in r.items() if n != "weights"}} for k, r in trained.items()),
     )
-    draw(run, frame, trained)
+    draw(run, frame, trained, width, nets)
 
     first = frame[frame.layer == 1].set_index("scheme")
     last = frame[frame.layer == depth].set_index("scheme")
