@@ -11,7 +11,8 @@ from setuptools.command.build_py import build_py
 
 
 class BuildWithConfigs(build_py):
-    """build_py, plus a copy of configs/ (YAML only) as the package's `configs` folder."""
+    """build_py, plus a copy of configs/ (less configs/local/) as the package's `configs`
+    folder."""
 
     def run(self) -> None:
         super().run()
@@ -19,7 +20,14 @@ class BuildWithConfigs(build_py):
         target = Path(self.build_lib) / "nnlab" / "configs"
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+        caches = shutil.ignore_patterns("*.pyc", "__pycache__")
+
+        def ignore(folder: str, names: list[str]) -> set[str]:
+            # configs/local/ holds one machine's own settings: never shipped.
+            local = {"local"} if Path(folder) == source else set()
+            return set(caches(folder, names)) | local
+
+        shutil.copytree(source, target, ignore=ignore)
 
 
 setup(cmdclass={"build_py": BuildWithConfigs})

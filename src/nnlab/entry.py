@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nnlab import cli
+from nnlab.core.env import load_env_file
 from nnlab.core.hydra import config_dir, register_resolvers
 
 
@@ -25,6 +26,7 @@ def hydra_app(config_name: str, job: Callable[[], Callable[[DictConfig], Any]]) 
         return cli.run(job(), cfg)
 
     def start() -> Any:
+        load_env_file()  # ./.env: per-machine keys and paths, before the config is composed
         register_resolvers()
         return main()
 
