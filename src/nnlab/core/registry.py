@@ -69,6 +69,19 @@ class Registry(Generic[E]):
         if default not in self._entries:
             raise ValueError(f"the {group} registry has no default entry {default!r}")
 
+    def register(self, entry: E) -> E:
+        """Adds `entry`: a user's own activation, initializer or loss, registered by a module of
+        their package that the run imports (the `plugins` config key; docs/extend.md). A name
+        that another entry has is refused; the same factory registered again (its module
+        imported anew) replaces its entry."""
+        old = self._entries.get(entry.name)
+        if old is not None and _qualified(old.factory) != _qualified(entry.factory):
+            raise ValueError(
+                f"{self.group} {entry.name!r} is registered already; give yours another name"
+            )
+        self._entries[entry.name] = entry
+        return entry
+
     def __iter__(self) -> Iterator[E]:
         return iter(self._entries.values())
 
@@ -115,3 +128,8 @@ class Registry(Generic[E]):
         declares)."""
         entry, options = self.parse(cfg)
         return entry.build({k: v for k, v in options.items() if k not in self.shared}, **available)
+
+
+def _qualified(factory: Callable[..., Any]) -> str:
+    """A factory's dotted name (a lambda's names its module and the enclosing scope)."""
+    return f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', '')}"

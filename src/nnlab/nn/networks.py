@@ -1,8 +1,10 @@
-"""Network builders. Sizes come from the data: `in_features` and `out_features` are passed in by
-the task module from the datamodule's spec, never typed in a config."""
+"""Network builders. Sizes come from the data: `in_features`, `out_features` and, to a network
+whose constructor names it, `input_shape` (one sample's shape, (C, H, W) for images) are passed
+in by the task module from the datamodule's spec, never typed in a config."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -139,3 +141,85 @@ class Perceptron(nn.Module):
             b += self.lr * error
             mistakes += error.ne(0).long()
         return (w - w0).unsqueeze(0), (b - b0).unsqueeze(0), mistakes
+
+
+# The CNN's norm layers after a convolution (layernorm: over each sample's channels and pixels).
+CONV_NORMS = {"batchnorm": nn.BatchNorm2d, "layernorm": lambda channels: nn.GroupNorm(1, channels)}
+
+
+@register_network
+class CNN(nn.Sequential):
+    """A small convolutional network for images: per entry of `channels`, Conv2d (kernel_size
+    × kernel_size, "same" padding) → norm → activation → MaxPool2d(pool); then the MLP head:
+    Flatten → [Linear → norm → activation → dropout] per hidden size → Linear.
+
+    Convolutions keep an image's size and each pool divides it by `pool`, rounding up, so any
+    image size works (a 1×1 image stays 1×1). Convolutions and hidden layers are initialised
+    with the activation's gain (the init group), the output layer with gain 1. An input of
+    shape (H, W) is taken as one channel.
+    """
+
+    tasks: ClassVar[tuple[str, ...]] = TASKS
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (16, 32),
+        kernel_size: int = 3,
+        pool: int = 2,
+        hidden_sizes: Sequence[int] = (),
+        activation: str | dict[str, Any] | None = None,
+        init: str | dict[str, Any] | None = None,
+        norm: str | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        shape = tuple(input_shape)
+        if len(shape) not in (2, 3):
+            raise ConfigError(
+                f"model=cnn takes images, (C, H, W) or (H, W) per sample; the data gives "
+                f"inputs of shape {shape}: use model=mlp"
+            )
+        if math.prod(shape) != in_features:
+            raise ValueError(f"in_features={in_features} is not the size of input_shape {shape}")
+        if not channels or not all(is_int(c) and c >= 1 for c in channels):
+            raise ConfigError(f"model.channels must be one or more ints >= 1, got {list(channels)}")
+        for key, value in (("kernel_size", kernel_size), ("pool", pool)):
+            if not (is_int(value) and value >= 1):
+                raise ConfigError(f"model.{key} must be an int >= 1, got {value!r}")
+        if norm is not None and norm not in CONV_NORMS:
+            raise ConfigError(
+                f"model.norm must be null or one of {', '.join(CONV_NORMS)}, got {norm!r}"
+            )
+        act, act_options = ACTIVATIONS.parse(activation)
+        if act.replaces_linear:
+            raise ConfigError(
+                f"activation={act.name} replaces a Linear layer; model=cnn's convolutions take "
+                "an element-wise activation (relu, tanh, ...)"
+            )
+        layers: list[nn.Module] = []
+        if len(shape) == 2:
+            layers.append(nn.Unflatten(1, (1, shape[0])))  # (N, H, W) → (N, 1, H, W)
+            shape = (1, *shape)
+        width, height, breadth = shape
+        hidden_gain = gain(activation)
+        for size in channels:
+            conv = nn.Conv2d(width, size, kernel_size, padding="same")
+            init_linear(conv, init, hidden_gain)
+            layers.append(conv)
+            if norm:
+                layers.append(CONV_NORMS[norm](size))
+            layers.append(act.build(act_options, width=size))
+            if pool > 1:
+                layers.append(nn.MaxPool2d(pool, ceil_mode=True))
+                height, breadth = -(-height // pool), -(-breadth // pool)
+            width = size
+        flat = width * height * breadth
+        head = MLP(flat, out_features, hidden_sizes, activation, init, norm, dropout)
+        super().__init__(*layers, *head)
+
+    @classmethod
+    def ignored_groups(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """None: the activation and init groups apply to its convolutions."""
+        return ()
