@@ -25,7 +25,7 @@ from nnlab.core.arguments import fits
 from nnlab.core.registry import Entry, Registry
 from nnlab.nn.activations import gain
 
-__all__ = ["INITIALIZERS", "Initializer", "gain", "init_linear"]
+__all__ = ["INITIALIZERS", "Initializer", "gain", "init_linear", "kaiming_std", "xavier_std"]
 
 
 def _fans(weight: torch.Tensor) -> tuple[int, int]:
@@ -63,8 +63,20 @@ def _scale(gain: Gain, activation_gain: float) -> float:
     return float(gain)
 
 
+def xavier_std(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
+    """Xavier/Glorot's weight std: gain · √(2 / (fan_in + fan_out))."""
+    return gain * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def kaiming_std(fan: int, gain: float) -> float:
+    """Kaiming/He's weight std: gain / √fan (gain √2 for ReLU: Var(w) = 2 / fan_in)."""
+    return gain / math.sqrt(fan)
+
+
 def _xavier_normal(w: torch.Tensor, activation_gain: float, gain: Gain = 1.0) -> None:
-    nn.init.xavier_normal_(w, gain=_scale(gain, activation_gain))
+    # The fans as torch.nn.init.xavier_normal_ counts them (a kernel's taps count in both).
+    fan_in, fan_out = w[0].numel(), w.numel() // w.shape[1]
+    nn.init.normal_(w, 0.0, xavier_std(fan_in, fan_out, gain=_scale(gain, activation_gain)))
 
 
 def _xavier_uniform(w: torch.Tensor, activation_gain: float, gain: Gain = 1.0) -> None:
@@ -81,7 +93,7 @@ def _fan(w: torch.Tensor, mode: str) -> int:
 def _kaiming_normal(
     w: torch.Tensor, activation_gain: float, mode: str = "fan_in", gain: Gain = "auto"
 ) -> None:
-    nn.init.normal_(w, 0.0, _scale(gain, activation_gain) / math.sqrt(_fan(w, mode)))
+    nn.init.normal_(w, 0.0, kaiming_std(_fan(w, mode), _scale(gain, activation_gain)))
 
 
 def _kaiming_uniform(
