@@ -230,6 +230,24 @@ def test_losses_outliers_mle_bce_and_stability(claim):
     wrote(result)
 
 
+def test_losses_robust_fit_draws_each_models_own_predictions(claim):
+    """The left panel's points of each loss are its model's ŷ at the training inputs (against
+    the true signal), the middle panel's are ŷ − (w·x + b)."""
+    result = claim("losses")
+    left, middle, _ = result.plots["robust_fit"].axes
+    assert set(result.fits) == {"mse", "l1", "huber"}
+    for loss, model in result.fits.items():
+        x, _ = model.data.splits["train"]
+        signal = (x @ model.data.true_weight + model.data.true_bias).numpy()
+        predicted = model.network(x).squeeze(-1).numpy()
+        (shown,) = [c for c in left.collections if c.get_label().startswith(f"{loss}: ")]
+        np.testing.assert_allclose(shown.get_offsets(), np.stack([signal, predicted], 1))
+        (gap,) = [c for c in middle.collections if c.get_label().startswith(f"{loss}: ")]
+        np.testing.assert_allclose(gap.get_offsets()[:, 1], predicted - signal, atol=1e-5)
+        bias = result.numbers["robust"][loss]["bias_error"]
+        assert f"{bias:+.2f}" in gap.get_label()
+
+
 def test_learning_rate_too_small_right_too_big(claim):
     result = claim("learning_rate")
     small, right, big = 0.001, 0.1, 1.1

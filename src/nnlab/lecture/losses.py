@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
 from torch.distributions import Laplace, Normal
 
 from nnlab.lecture.fitting import compose_config, fit
@@ -50,33 +51,46 @@ def robust_fits(run: Run) -> dict[str, dict[str, Any]]:
     return fits
 
 
+MARKERS = {"mse": "o", "l1": "s", "huber": "^"}
+
+
 def draw_robust(run: Run, fits: dict[str, dict[str, Any]]) -> None:
-    _, (ax, bars) = run.figure("robust_fit", ncols=2, size=(5.0, 4.0))
+    """Each model's own predictions ŷ at the training inputs, against the true signal w·x + b
+    (left: with the targets; middle: ŷ − (w·x + b), where the losses' offsets show), and the
+    errors of the recovered weights (right). The models are kept in run.fits, by loss."""
+    _, (ax, gap, bars) = run.figure("robust_fit", ncols=3, size=(4.6, 4.2))
     data = next(iter(fits.values()))["model"].data
     x, y = data.splits["train"]
     signal = x @ data.true_weight + data.true_bias
     outlier = torch.zeros(len(y), dtype=torch.bool)
     outlier[data.outliers] = True
-    ax.scatter(signal[~outlier], y[~outlier], s=4, c="gray", label="training targets")
-    ax.scatter(signal[outlier], y[outlier], s=6, c="k", marker="^", label="outliers")
-    grid = torch.linspace(signal.min().item(), signal.max().item(), 2)
+    ax.scatter(signal[~outlier], y[~outlier], s=5, c="0.6", label="training targets (clean)")
+    ax.scatter(signal[outlier], y[outlier], s=8, c="k", marker="x", label="outliers (10 %)")
     for i, (loss, f) in enumerate(fits.items()):
-        ax.plot(
-            grid,
-            grid + f["bias_error"],
-            color=f"C{i}",
-            lw=2,
-            label=f"{loss}: offset {f['bias_error']:+.2f}",
+        run.fits[loss] = f["model"]
+        predicted = f["model"].network(x).squeeze(-1)
+        style = {"s": 7, "color": f"C{i}", "marker": MARKERS.get(loss, "o"), "alpha": 0.7}
+        ax.scatter(signal, predicted, label=f"{loss}: its predictions ŷ", **style)
+        gap.scatter(
+            signal, predicted - signal, label=f"{loss}: bias off by {f['bias_error']:+.2f}", **style
         )
-    ax.set(xlabel="true signal w·x + b", ylabel="target / fitted prediction")
-    ax.set_title("Fits on data with 10 % outliers")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="true signal w·x + b", ylabel="target y, or prediction ŷ")
+    ax.set_title("Fits on data with 10 % outliers", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    gap.axhline(0.0, color="k", lw=0.8, label="ŷ = true signal")
+    gap.set_yscale("symlog", linthresh=0.05)  # linear within ±0.05: L1's and Huber's offsets
+    ticks = [-1.0, -0.1, 0.0, 0.1, 1.0, 10.0]
+    gap.set_yticks(ticks, [f"{v:g}" for v in ticks])
+    gap.set(xlabel="true signal w·x + b", ylabel="ŷ − (w·x + b)  (symlog: linear within ±0.05)")
+    gap.set_title("How far each model's predictions are off", fontsize=10)
+    gap.legend(fontsize=7, loc="lower left")
     width = 0.8 / len(fits)
     for i, (loss, f) in enumerate(fits.items()):
         values = [f["weight_error"], abs(f["bias_error"]), f["test_mse"]]
         bars.bar(np.arange(3) + i * width, values, width, label=loss, color=f"C{i}")
     bars.set_xticks(np.arange(3) + width, ["‖ŵ − w‖", "|b̂ − b|", "test MSE (clean)"])
-    bars.set(yscale="log", title="Recovered weights vs the truth")
+    bars.set(yscale="log", ylabel="error (log scale; same units as y, MSE: y²)")
+    bars.set_title("Recovered weights vs the truth", fontsize=10)
     bars.legend(fontsize=8)
     run.save("robust_fit")
 
@@ -127,42 +141,76 @@ def bce_identity() -> dict[str, float]:
     return {"bce_softplus_max_gap": gap}
 
 
+def draw_non_finite(
+    ax: Axes, t: torch.Tensor, values: torch.Tensor, color: str, height: float
+) -> None:
+    """Marks where `values` are inf (×) or NaN (○), in a strip at `height` (axes fraction)."""
+    every = max(1, len(t) // 40)  # markers 5 units of t apart: readable, not a smear
+    for kind, marker, where in (("inf", "x", values.isinf()), ("NaN", "o", values.isnan())):
+        if where.any():
+            shown = t[where][::every]
+            ax.plot(
+                shown,
+                [height] * len(shown),
+                marker,
+                ms=5,
+                mfc="none",
+                color=color,
+                transform=ax.get_xaxis_transform(),
+                label=f"naive formula: {kind}",
+            )
+
+
 def stability(run: Run) -> dict[str, Any]:
     """Where the naive formulas overflow in float32 (e^t beyond t ≈ 88.7), against the stable
-    forms: −log σ(−t) as −log(1 / (1 + e^t)) vs −F.logsigmoid, and the cross-entropy of
-    class 0 under softmax([t, 0]) as −log(e^t / Σ e^z) vs nnlab's (log-sum-exp)."""
+    forms: −log σ(−t) as −log(1 / (1 + e^t)) vs −F.logsigmoid, and the cross-entropy of class
+    0 and of class 1 under softmax([t, 0]) as −log(e^z_c / Σ e^z) vs nnlab's (log-sum-exp)."""
     t = torch.linspace(0.0, 200.0, 2001)
     logits = torch.stack([t, torch.zeros_like(t)], 1)
     ce = create_loss({"name": "cross_entropy"}, "multiclass", 2)
-    curves = {  # name → (naive, stable)
-        "−log σ(−t)": (-torch.log(1 / (1 + torch.exp(t))), -F.logsigmoid(-t)),
-        "cross-entropy, softmax([t, 0]), class 0": (
-            -torch.log(torch.exp(logits[:, 0]) / torch.exp(logits).sum(1)),
-            torch.stack([ce(row[None], torch.tensor([0])) for row in logits]),
-        ),
+
+    def naive_ce(c: int) -> torch.Tensor:
+        return -torch.log(torch.exp(logits[:, c]) / torch.exp(logits).sum(1))
+
+    def stable_ce(c: int) -> torch.Tensor:
+        return torch.stack([ce(row[None], torch.tensor([c])) for row in logits])
+
+    panels = {  # title → {curve: (naive, stable)}
+        "BCE, label 0, logit t: −log σ(−t)": {
+            "−log σ(−t)": (-torch.log(1 / (1 + torch.exp(t))), -F.logsigmoid(-t))
+        },
+        "cross-entropy, logits [t, 0]": {
+            "class 0 (right, p → 1)": (naive_ce(0), stable_ce(0)),
+            "class 1 (wrong, p → 0)": (naive_ce(1), stable_ce(1)),
+        },
     }
-    _, axes = run.figure("stability", ncols=2, size=(4.8, 3.8))
-    overflow, agree = {}, []
-    for ax, (title, (naive, stable)) in zip(axes, curves.items(), strict=True):
-        ok = naive.isfinite()
-        overflow[title] = t[~ok][0].item() if (~ok).any() else math.inf
-        agree.append(((naive - stable).abs()[ok] / stable.abs().clamp_min(1)[ok]).max().item())
-        ax.plot(t, stable, lw=3, alpha=0.5, label="stable (nnlab, log-sum-exp)")
-        ax.plot(t[ok], naive[ok], "--", label="naive formula")
-        if math.isfinite(overflow[title]):
-            ax.axvline(
-                overflow[title],
-                color="r",
-                ls=":",
-                label=f"naive: inf/NaN from t = {overflow[title]:.1f}",
-            )
-        ax.set(xlabel="t", title=title)
-        ax.legend(fontsize=8)
+    fig, axes = run.figure("stability", ncols=2, size=(5.2, 4.2))
+    overflow, agree, finite = {}, [], []
+    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
+        for i, (name, (naive, stable)) in enumerate(curves.items()):
+            ok = naive.isfinite()
+            overflow[name] = t[~ok][0].item() if (~ok).any() else math.inf
+            agree.append(((naive - stable).abs()[ok] / stable.abs().clamp_min(1)[ok]).max().item())
+            finite.append(bool(stable.isfinite().all()))
+            color = f"C{2 * i}"
+            label = f"{name}: " if len(curves) > 1 else ""
+            ax.plot(t, stable, lw=4, alpha=0.4, color=color, label=f"{label}stable (nnlab)")
+            ax.plot(t[ok], naive[ok], "--", color=f"C{2 * i + 1}", label=f"{label}naive formula")
+            draw_non_finite(ax, t, naive, f"C{2 * i + 1}", 0.97 - 0.04 * i)
+        first = min(overflow[name] for name in curves)
+        if math.isfinite(first):
+            ax.axvline(first, color="r", ls=":", label=f"e^t overflows float32: t = {first:.1f}")
+        ax.set(xlabel="logit t", ylabel="loss (nats)", ylim=(-8, 260))
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.9))
+    fig.suptitle("Naive formulas turn inf/NaN (marks at the top) where the stable forms go on")
     run.save("stability")
     return {
         "naive_logsigmoid_overflow_at": overflow["−log σ(−t)"],
-        "naive_softmax_ce_overflow_at": overflow["cross-entropy, softmax([t, 0]), class 0"],
-        "stable_finite": all(bool(stable.isfinite().all()) for _, stable in curves.values()),
+        "naive_softmax_ce_overflow_at": min(
+            overflow["class 0 (right, p → 1)"], overflow["class 1 (wrong, p → 0)"]
+        ),
+        "stable_finite": all(finite),
         "stable_vs_naive_where_finite": max(agree),
     }
 
