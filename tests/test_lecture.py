@@ -23,6 +23,7 @@ from nnlab.lecture import CLAIMS, Claim, run_claim
 from nnlab.lecture.__main__ import main
 from nnlab.lecture.dead_units import dead_units
 from nnlab.lecture.layers import collapse
+from nnlab.nn.activations import ACTIVATIONS, create_activation
 from nnlab.nn.networks import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,27 @@ def test_activations_every_config_saturation_and_gains(claim):
     assert result.numbers["gain_he"]["relu"] == pytest.approx(math.sqrt(2), rel=0.01)
     assert result.held
     wrote(result)
+
+
+def test_activations_panels_follow_the_registry_and_draw_each_function(claim):
+    """Panels in the registry's (the course's) order; each f(x) line is that activation on the
+    line's own x; maxout's f is the max of the pieces drawn with it."""
+    result = claim("activations")
+    axes = [ax for ax in result.plots["activations"].axes if ax.axison]
+    names = [ax.get_title().split()[0] for ax in axes]
+    assert names == [entry.name for entry in ACTIVATIONS]
+    for ax, name in zip(axes, names, strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        x = torch.as_tensor(lines["f(x)"].get_xdata())
+        f = torch.as_tensor(lines["f(x)"].get_ydata())
+        if name == "maxout":
+            parts = [torch.as_tensor(v.get_ydata()) for k, v in lines.items() if "piece" in k]
+            assert len(parts) == 2 and "max of its 2 affine pieces" in ax.get_title()
+            torch.testing.assert_close(f, torch.stack(parts).amax(0))
+        else:
+            with torch.no_grad():
+                expected = create_activation(name, width=1)(x[:, None]).squeeze(-1)
+            torch.testing.assert_close(f, expected)
 
 
 def test_init_variance_kaiming_flat_normal_explodes_constant_identical(claim):

@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from omegaconf import OmegaConf
 from torch import nn
 
 from nnlab.lecture.fitting import CONFIG_DIR
 from nnlab.lecture.study import Claim, Run
-from nnlab.nn.activations import Maxout, create_activation
+from nnlab.nn.activations import ACTIVATIONS, Maxout, create_activation
 from nnlab.nn.init import gain
 from nnlab.nn.networks import MLP
 
@@ -34,10 +36,13 @@ KNOWN_GAINS = {"identity": 1.0, "relu": math.sqrt(2), "tanh": 5 / 3, "sigmoid": 
 
 
 def activation_configs() -> dict[str, dict[str, Any]]:
-    """Each activation config of configs/activation/ (the one list of them), by file name."""
+    """Each activation config of configs/activation/ (the one list of them), by file name, in
+    the registry's (the course's) order: identity, sigmoid, tanh, the ReLU family, ..."""
+    paths = {path.stem: path for path in (CONFIG_DIR / "activation").glob("*.yaml")}
+    order = [entry.name for entry in ACTIVATIONS]
     return {
-        path.stem: OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[misc]
-        for path in sorted((CONFIG_DIR / "activation").glob("*.yaml"))
+        name: OmegaConf.to_container(OmegaConf.load(paths[name]))  # type: ignore[misc]
+        for name in sorted(paths, key=lambda n: (order.index(n) if n in order else len(order), n))
     }
 
 
@@ -77,21 +82,47 @@ def saturation(x: torch.Tensor, dy: torch.Tensor) -> tuple[bool, bool]:
     return bool(low[x < 0][0]), bool(low[x > 0][-1])
 
 
-def draw(ax: Axes, name: str, x: torch.Tensor, y: torch.Tensor, dy: torch.Tensor, g: float) -> None:
-    ax.plot(x, y, label="f(x)")
-    ax.plot(x, dy, ls="--", label="f′(x)")
-    low = (dy.abs() < SATURATED).tolist()
+def shade(ax: Axes, x: torch.Tensor, where: torch.Tensor, color: str, alpha: float) -> None:
+    """Shades each run of grid points where `where` holds."""
     start = None
-    for i, flag in enumerate([*low, False]):  # shade each run of saturated points
+    for i, flag in enumerate([*where.tolist(), False]):
         if flag and start is None:
             start = i
         elif not flag and start is not None:
-            ax.axvspan(x[start].item(), x[i - 1].item(), color="red", alpha=0.12, lw=0)
+            ax.axvspan(x[start].item(), x[i - 1].item(), color=color, alpha=alpha, lw=0)
             start = None
+
+
+def pieces(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Maxout's k affine pieces w_j·x + b_j on the grid, (N, k); None for other activations."""
+    if not isinstance(layer, Maxout):
+        return None
+    with torch.no_grad():
+        return layer.linear(x[:, None])
+
+
+def draw(ax: Axes, name: str, x: torch.Tensor, y: torch.Tensor, dy: torch.Tensor, g: float) -> None:
+    """f and f′ on the grid; red where f′ is exactly 0 (no gradient at all), orange where it is
+    small but not 0 (saturated)."""
+    shade(ax, x, dy == 0, "red", 0.22)
+    shade(ax, x, (dy.abs() < SATURATED) & (dy != 0), "orange", 0.22)
     ax.axhline(0, color="gray", lw=0.5)
+    ax.plot(x, y, lw=2, label="f(x)")
+    ax.plot(x, dy, ls="--", lw=1.5, label="f′(x)")
     ax.set_ylim(-2.0, 3.0)
     ax.set_title(f"{name}   gain {g:.3f}", fontsize=10)
-    ax.set_xlabel("x")
+    ax.set_xlabel("pre-activation x")
+
+
+def draw_maxout(ax: Axes, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Maxout's panel: its k pieces (dotted) under f, their max; says so in the title."""
+    parts = pieces(layer, x)
+    assert parts is not None
+    for j in range(parts.shape[1]):
+        ax.plot(x, parts[:, j], ls=":", lw=1.2, color="0.3", label=f"piece {j + 1}: w·x + b")
+    ax.set_title(
+        f"{ax.get_title()}\nf = the max of its {parts.shape[1]} affine pieces (dotted)", fontsize=9
+    )
 
 
 def study(run: Run) -> Claim:
@@ -121,10 +152,27 @@ def study(run: Run) -> Claim:
             }
         )
         draw(ax, name, x, y, dy, rows[-1]["gain"])
-    axes[0].legend(fontsize=8, loc="upper left")
+        if isinstance(layer, Maxout):
+            draw_maxout(ax, layer, x, y)
     for ax in axes[len(configs) :]:
         ax.set_axis_off()
-    fig.suptitle(f"Activations and their derivatives; shaded: saturated, |f′| < {SATURATED}")
+    for ax in axes[::ncols]:
+        ax.set_ylabel("f(x) and f′(x)")
+    handles = [
+        Line2D([], [], color="C0", lw=2, label="f(x), the activation"),
+        Line2D([], [], color="C1", ls="--", lw=1.5, label="f′(x), its slope (autograd)"),
+        Line2D([], [], color="0.3", ls=":", label="maxout: its affine pieces w·x + b"),
+        Patch(color="red", alpha=0.22, label="f′ = 0 exactly: no gradient (ReLU: dead if always)"),
+        Patch(
+            color="orange", alpha=0.22, label=f"0 < |f′| < {SATURATED}: saturated, tiny gradient"
+        ),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9)
+    fig.suptitle(
+        "Activations f and their slopes f′, in the course's order. gain: Kaiming init draws the "
+        "weights of the layer feeding f with std gain/√fan_in (ReLU √2, tanh 5/3; notebook 6)",
+        fontsize=11,
+    )
     run.save("activations")
     frame = run.table("activations", rows).set_index("activation")
 
