@@ -48,8 +48,19 @@ def test_a_config_is_a_name_or_a_mapping(cfg, name, options):
 
 @pytest.mark.parametrize("cfg", ["swish", {"name": "swish", "scale": 1}, {"name": 3}])
 def test_an_unknown_name_is_refused_with_the_valid_ones(cfg):
-    with pytest.raises(ConfigError, match=r"unknown toy .*; valid: scaled, plain$"):
+    own = r"\(a toy of your own: register it in a module that plugins=\[<module>\] imports"
+    with pytest.raises(ConfigError, match=rf"unknown toy .*; valid: scaled, plain {own}"):
         TOY.parse(cfg)
+
+
+def test_a_registered_entry_is_built_and_a_taken_name_refused():
+    toys = Registry("toy", [Entry(name="plain", factory=plain)], default="plain")
+    toys.register(Entry(name="mine", factory=scaled, passed_in=("size",)))
+    assert toys.build({"name": "mine", "scale": 2.0}, size=3) == (3, 2.0, "x")
+    toys.register(Entry(name="mine", factory=scaled, passed_in=("size",)))  # imported anew
+    with pytest.raises(ValueError, match="toy 'plain' is registered already"):
+        toys.register(Entry(name="plain", factory=scaled))
+    assert toys.names() == ["plain", "mine"]
 
 
 def test_a_config_that_is_neither_name_nor_mapping_is_refused():

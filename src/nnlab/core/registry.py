@@ -109,7 +109,11 @@ class Registry(Generic[E]):
         else:
             raise ConfigError(f"{self.group} must be a name or a mapping with a name, got {cfg!r}")
         if not isinstance(name, str) or name not in self._entries:
-            raise ConfigError(f"unknown {self.group} {name!r}; valid: {', '.join(self._entries)}")
+            raise ConfigError(
+                f"unknown {self.group} {name!r}; valid: {', '.join(self._entries)} (a "
+                f"{self.group} of your own: register it in a module that plugins=[<module>] "
+                "imports, see docs/extend.md)"
+            )
         return self._entries[name], options
 
     def check(self, cfg: str | Mapping[str, Any] | None) -> tuple[E, dict[str, Any]]:
