@@ -12,10 +12,13 @@ from nnlab.core import ConfigError
 from nnlab.lecture import (
     activations,
     dead_units,
+    estimation,
+    gradients,
     init_variance,
     layers,
     losses,
     optimization,
+    optimizers,
     perceptron,
     regression,
 )
@@ -34,6 +37,10 @@ CLAIMS: dict[str, Callable[..., Claim]] = {
     "learning_rate": optimization.learning_rate,
     "gd_regimes": optimization.gd_regimes,
     "mle_consistency": regression.mle_consistency,
+    "mle_conditions": estimation.mle_conditions,
+    "mle_efficiency": estimation.mle_efficiency,
+    "gradient_flow": gradients.study,
+    "optimizers": optimizers.study,
 }
 
 
