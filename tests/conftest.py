@@ -38,7 +38,8 @@ def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
             del cfg["hydra"]  # kept by HydraConfig; train.py never sees it either
             cfg.paths.output_dir = str(tmp_path / f"run{next(runs)}")
             cfg.paths.log_dir = str(tmp_path / "logs")
-            cfg.trainer.enable_progress_bar = False
+            if cfg.get("trainer"):  # predict.yaml has none
+                cfg.trainer.enable_progress_bar = False
             if cfg.get("callbacks"):
                 cfg.callbacks.pop("progress_bar", None)
         return cfg

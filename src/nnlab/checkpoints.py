@@ -103,7 +103,9 @@ def download_checkpoint(url: str, cache_dir: str | Path, sha256: str | None = No
             f"ckpt_path={url}: {scheme}:// is not supported; use a local file or an "
             f"{' or '.join(URL_SCHEMES)} URL"
         )
-    name = Path(urlparse(url).path).name or "checkpoint.ckpt"
+    name = Path(urlparse(url).path).name
+    if name in ("", ".", ".."):  # /x/.. : a file needs a name of its own in the cache
+        name = "checkpoint.ckpt"
     # One folder per URL, so that two URLs ending in the same file name do not collide.
     folder = Path(cache_dir) / "checkpoints" / hashlib.sha256(url.encode()).hexdigest()[:16]
     if sha256 is None:
@@ -120,21 +122,30 @@ def download_checkpoint(url: str, cache_dir: str | Path, sha256: str | None = No
         raise ConfigError(f"ckpt_path={url}: {str(e).splitlines()[0]}") from None
     except requests.RequestException as e:
         raise ConfigError(f"ckpt_path={url} cannot be downloaded: {e}") from None
+    except OSError as e:  # the cache folder cannot be written
+        raise ConfigError(f"ckpt_path={url} cannot be saved in {folder}: {e}") from None
     log.info("ckpt_path=%s downloaded to %s", url, path)
     return str(path)
 
 
-def module_class_path(checkpoint: dict[str, Any]) -> str:
-    """The dotted class path stored in a checkpoint written by a TaskModule."""
-    try:
-        return checkpoint[MODULE_KEY]
-    except KeyError:
-        raise ConfigError("this checkpoint was not written by an nnlab task module") from None
+def check_is_file(ckpt_path: str) -> None:
+    """Refuses a ckpt_path that is a folder (naming the checkpoint inside it, if it holds
+    one) or that does not exist."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        inside = [path / name for name in ("checkpoints/best.ckpt", "best.ckpt", "last.ckpt")]
+        found = next((str(p) for p in inside if p.is_file()), None)
+        hint = f"did you mean ckpt_path={found}?" if found else "give a .ckpt file"
+        raise ConfigError(f"ckpt_path={ckpt_path} is a folder, not a checkpoint file: {hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
 
 
 def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """A checkpoint file's contents, memory-mapped (tensors are not read unless used); a file
-    that is not a checkpoint is a ConfigError naming it."""
+    """A checkpoint file's contents, memory-mapped (tensors are not read unless used); a folder,
+    a missing file or a file that is not a checkpoint is an error naming it. What it holds is
+    checked by nnlab.tasks.loading before anything of it is built."""
+    check_is_file(ckpt_path)
     try:
         return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
@@ -147,15 +158,18 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
     raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint: {reason}")
 
 
-def check_resume(cfg: DictConfig, ckpt_path: str) -> dict[str, Any]:
-    """Refuses to resume from a checkpoint whose network or optimizer differ from this run's
+def check_resume(
+    cfg: DictConfig, ckpt_path: str, read_checked: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
+    """Refuses to resume from a checkpoint that `read_checked` refuses (nnlab.tasks.loading's:
+    nothing but nnlab's classes named, finite weights), or whose network or optimizer differ
+    from this run's
     configs (Lightning would fail loading the weights or the optimizer state, or go on with
     another network); `init` is not compared, since resumed weights are not initialized. Other
     optimizer options (lr) are warned about: Lightning restores the saved optimizer state.
     Returns the checkpoint's saved hyperparameters (its data spec for check_resume_data)."""
-    checkpoint = read_checkpoint(ckpt_path)
-    module_class_path(checkpoint)  # refuses a checkpoint not written by nnlab
-    saved = checkpoint.get("hyper_parameters", {})
+    checkpoint = read_checked(ckpt_path)
+    saved = checkpoint["hyper_parameters"]
     current = OmegaConf.to_container(cfg, resolve=True)
     old_model, new_model = dict(saved.get("model") or {}), dict(current.get("model") or {})
     old_opt, new_opt = dict(saved.get("optimizer") or {}), dict(current.get("optimizer") or {})

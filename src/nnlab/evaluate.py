@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.checkpoints import fetch_checkpoint_url, is_url, module_class_path, read_checkpoint
+from nnlab.checkpoints import fetch_checkpoint_url, is_url
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
 from nnlab.ddp import job_processes
 from nnlab.results import print_metrics, scalar_metrics, write_results
 from nnlab.tasks.base import TaskModule
+from nnlab.tasks.loading import datamodule_from, module_from, read_checked
 from nnlab.tracking import instantiate_loggers, log_config, tracking
 from nnlab.validation import validate_eval
 
@@ -25,12 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def load_module(ckpt_path: str | Path) -> TaskModule:
-    """The task module stored in a checkpoint written by train.py, on the CPU."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
-    cls = get_class(module_class_path(read_checkpoint(str(path))))
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    """The task module stored in a checkpoint written by train.py, on the CPU: read as data,
+    checked and rebuilt only from nnlab's registries (nnlab.tasks.loading)."""
+    return module_from(read_checked(str(ckpt_path)), str(ckpt_path))
 
 
 def with_local_data_dir(data_cfg: dict[str, Any], data_dir: str) -> dict[str, Any]:
@@ -54,6 +52,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("print_config"):
         print_config_tree(cfg, cfg.paths.output_dir)
     module = load_module(cfg.ckpt_path)
+    # The data config typed (data=<option>: the user's own), else the checkpoint's (checked).
+    source = None if cfg.get("data") else f"ckpt_path={cfg.ckpt_path}"
     if cfg.get("data"):
         # Resolved in the whole config: the data's ${seed} is eval.yaml's top-level seed.
         data_cfg: Any = OmegaConf.to_container(cfg.data, resolve=True)
@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError("the checkpoint records no data config; pass one with data=<option>")
     if cfg.get("seed") is not None:  # 0 is a seed; null leaves the run unseeded
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(OmegaConf.create(data_cfg), _convert_="all")
+    datamodule = datamodule_from(data_cfg, source)
     datamodule.prepare_data()
     datamodule.setup("test")
     if datamodule.spec != module.spec:

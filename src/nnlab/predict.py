@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from nnlab.checkpoints import fetch_checkpoint_url, module_class_path, read_checkpoint
+from nnlab.checkpoints import fetch_checkpoint_url
 from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
@@ -32,6 +31,7 @@ from nnlab.data.loaders import Normalize
 from nnlab.data.spec import DataSpec
 from nnlab.data.tables import table_pipeline_from_state
 from nnlab.tasks.base import TaskModule
+from nnlab.tasks.loading import module_from, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,9 @@ def check_options(cfg: DictConfig) -> torch.device:
 def load_checkpoint(ckpt_path: str) -> tuple[TaskModule, dict[str, Any]]:
     """The task module a checkpoint written by train.py holds (on the CPU), and the
     preprocessing of its data; both read as weights and plain data only."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
-    checkpoint = read_checkpoint(str(path))
-    prep = stored_preprocessing(checkpoint, str(path))
-    cls = get_class(module_class_path(checkpoint))
-    module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return module, prep
+    checkpoint = read_checked(ckpt_path)  # nothing but nnlab's classes named (tasks.loading)
+    prep = stored_preprocessing(checkpoint, ckpt_path)
+    return module_from(checkpoint, ckpt_path), prep
 
 
 def stored_preprocessing(checkpoint: dict[str, Any], ckpt_path: str) -> dict[str, Any]:

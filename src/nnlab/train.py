@@ -30,6 +30,7 @@ from nnlab.speed import apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
 from nnlab.tasks.base import metric_mode
 from nnlab.tasks.divergence import anomaly_diverged
+from nnlab.tasks.loading import read_checked
 from nnlab.tracking import instantiate_loggers, log_config, tracking
 from nnlab.validation import check_callbacks_and_loggers, resolve_seed, validate
 
@@ -53,7 +54,8 @@ def train(cfg: DictConfig) -> float | None:
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
     resolve_last_checkpoint(cfg)  # ckpt_path=last: the latest run's last.ckpt
     resumed = local_checkpoint(cfg)
-    saved = check_resume(cfg, resumed) if resumed else None
+    # Nothing of the checkpoint is built: read_checked refuses any class it names but nnlab's.
+    saved = check_resume(cfg, resumed, read_checked) if resumed else None
 
     setup_console()
     if cfg.get("print_config"):

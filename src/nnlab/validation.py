@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from nnlab.checkpoints import local_checkpoint
 from nnlab.core import ConfigError, is_int
 from nnlab.core.arguments import check_options
+from nnlab.core.components import DATAMODULES, NETWORKS
 from nnlab.core.hydra import hydra_choices, instantiate_config, picked_option
 from nnlab.core.paths import check_checkpoint_file, check_paths
 from nnlab.core.ranges import check_flags, check_ranges, suspicious
@@ -94,6 +95,7 @@ def validate(cfg: DictConfig) -> str:
     """
     check_paths(cfg)
     check_flags(cfg)
+    check_targets(cfg)
     task = data_task(cfg.data)
     data_name = picked_option("data", cfg.data._target_.rsplit(".", 1)[-1])
     model_target = cfg.model.get("_target_")
@@ -143,8 +145,19 @@ def check_components(cfg: DictConfig, task: str) -> None:
     check_trainer(cfg)
 
 
+def check_targets(cfg: DictConfig) -> None:
+    """The model and data configs name registered classes (nnlab.core.components): a typed
+    `_target_` is the user's own code, so its module is imported, but only a registered class
+    is built (and so a checkpoint of it loads again); anything else (os.system) is refused."""
+    if cfg.data.get("_target_"):  # none: data_task says so
+        DATAMODULES.typed(cfg.data._target_, "data._target_")
+    NETWORKS.typed(cfg.model.get("_target_"), "model._target_")
+
+
 def check_data(cfg: DictConfig) -> None:
     """The data config's keys and types, and the datamodule built once (it loads nothing)."""
+    if cfg.data.get("_target_"):
+        DATAMODULES.typed(cfg.data._target_, "data._target_")
     check_arguments(cfg.data, "data")
     check_built(cfg, "data", lambda: instantiate_config(cfg.data))
 

@@ -73,12 +73,8 @@ class ClassRegistry:
 
     def lookup(self, name: Any, key: str, source: str | None = None) -> type:
         """The class registered as `name` (the value at config key `key`); ConfigError naming
-        the key and how to register a class otherwise. `source`: where the config comes from
-        (a checkpoint: `ckpt_path=…`), for the message; None for a config the user typed, whose
-        `_target_` is the user's own code: its module is imported first (which runs its
-        registration decorator), but the class must still be registered."""
-        if source is None and self.get(name) is None and isinstance(name, str):
-            _import_module_of(name)
+        the key and how to register a class otherwise. Imports nothing but nnlab's own
+        modules. `source`: where the config comes from (`ckpt_path=…`), for the message."""
         cls = self.get(name)
         if cls is not None:
             return cls
@@ -90,6 +86,14 @@ class ClassRegistry:
             f"are built ({', '.join(self.names())}); to add your own, decorate it with "
             f"@{self.decorator} and import its module with plugins=[{module}] (see {DOCS})"
         )
+
+    def typed(self, name: Any, key: str) -> type:
+        """`lookup` for a `_target_` in a config the user typed (the command line, a config
+        file: the user's own code, never a checkpoint): its module is imported first, which
+        runs its registration decorator; the class must still be registered."""
+        if self.get(name) is None and isinstance(name, str) and DOTTED.match(name):
+            _import_module_of(name)
+        return self.lookup(name, key)
 
     def build(
         self, config: Mapping[str, Any], key: str, source: str | None = None, **available: Any

@@ -56,6 +56,11 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
     is damaged inside, or holds code, is refused when it is read: nnlab.checkpoints.)"""
     if not ckpt_path:
         return
+    if os.path.isdir(ckpt_path):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a folder, not a checkpoint file: give the .ckpt file "
+            "(e.g. <run>/checkpoints/best.ckpt)"
+        )
     if not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     if zipfile.is_zipfile(ckpt_path):

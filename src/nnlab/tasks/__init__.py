@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.core.components import NETWORKS
 from nnlab.data.spec import DataSpec
 from nnlab.nn.networks import Perceptron
 from nnlab.tasks.base import TaskModule
@@ -36,7 +36,7 @@ BY_TASK: dict[str, type[TaskModule]] = {
 def module_class(model: Mapping[str, Any], task: str) -> type[TaskModule]:
     """The task module that trains the network of a model config (its `_target_`) on a `task`:
     the perceptron learning rule for the Perceptron, else the task's gradient-trained module."""
-    if issubclass(get_class(model["_target_"]), Perceptron):
+    if issubclass(NETWORKS.lookup(model.get("_target_"), "model._target_"), Perceptron):
         return PerceptronTask
     return BY_TASK[task]
 

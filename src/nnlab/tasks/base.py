@@ -21,6 +21,7 @@ from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from nnlab.checkpoints import MODULE_KEY
 from nnlab.core import ConfigError
+from nnlab.core.components import NETWORKS
 from nnlab.data.loaders import Batch, BatchGroup
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
@@ -75,7 +76,8 @@ class TaskModule(L.LightningModule):
             name = type(self).__name__
             raise ValueError(f"{name} trains {self.task} tasks, not {self.spec.task}")
         sizes = {"in_features": self.spec.in_features, "out_features": self.spec.num_outputs}
-        self.net = instantiate(model, **sizes, _convert_="all")
+        # Through the network registry, never Hydra: a checkpoint's config names no import path.
+        self.net = NETWORKS.build(model, "model", **sizes)
         self.loss_fn = create_loss(loss, self.spec.task, self.spec.num_outputs)
         metrics = self.make_metrics()
         # One collection per evaluation stage (keys "val" etc. would clash with nn.Module).
@@ -238,4 +240,4 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets eval.py (or anyone) find the class that reloads this checkpoint.
-        checkpoint[MODULE_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint[MODULE_KEY] = type(self).__name__  # a name (nnlab.tasks.loading), no path
