@@ -4,6 +4,13 @@ its predictions are the outputs the model gave the same rows in evaluation."""
 from __future__ import annotations
 
 import csv
+import itertools
+import os
+import resource
+import socket
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +28,23 @@ from nnlab.data.base import PREPROCESSING_KEY
 from nnlab.data.csv_reader import read_csv, read_csv_chunks
 from nnlab.data.images import find_images
 from nnlab.evaluate import load_module
-from nnlab.predict import UNDECODABLE, count_rows, predict
+from nnlab.predict import NOT_FINITE, UNDECODABLE, count_rows, predict
 from nnlab.train import train
 
-from .conftest import CONFIG_DIR, run_script
+from .conftest import CONFIG_DIR, ROOT, run_script
 
 QUIET = ("logger=none", "diagnostics=none", "trainer.max_epochs=1")
 
 
 def predict_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
-    """configs/predict.yaml with overrides, its run folder in tmp_path, no progress bar nor
-    config tree."""
+    """configs/predict.yaml with overrides, a new run folder in tmp_path (as Hydra gives each
+    run), no progress bar nor config tree."""
     register_resolvers()
     GlobalHydra.instance().clear()
+    run = next(i for i in itertools.count() if not (tmp_path / f"predict{i}").exists())
+    overrides = (*overrides, f"paths.output_dir={tmp_path}/predict{run}")
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("predict", overrides=[*overrides, f"paths.output_dir={tmp_path}/predict"])
+        cfg = compose("predict", overrides=list(overrides))
     GlobalHydra.instance().clear()
     with open_dict(cfg):
         cfg.progress = cfg.print_config = False
@@ -110,7 +119,7 @@ def test_mnist_style_images_predict_what_the_model_gave_the_test_split(make_cfg,
         expected.max(-1).values.tolist(), rel=1e-5
     )
     assert all(r["error"] == "" for r in ordered)
-    assert not (tmp_path / "predict").exists()  # output= chose the file
+    assert not list(tmp_path.glob("predict*"))  # output= chose the file
 
 
 def test_arrays_and_csv_of_numbers_predict_what_the_model_gave(make_cfg, tmp_path):
@@ -318,6 +327,18 @@ def test_table_classification_predicts_class_names_and_probabilities(make_cfg, t
     expected = model_probabilities(ckpt, dm.splits["test"][0], dm)
     assert torch.allclose(probabilities(test, ["flat", "house"]), expected, rtol=1e-6)
     assert [r["prediction"] for r in test] == [("flat", "house")[i] for i in expected.argmax(-1)]
+    # An infinite area is an error row, not a prediction; a missing one is imputed as in
+    # training (row 0's); the other rows are predicted as before.
+    lines = table.read_text().splitlines()
+    lines[4] = lines[4].replace(lines[4].split(",")[1], "1e400")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("\n".join(lines) + "\n")
+    cfg = predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={broken}", "all_probabilities=true")
+    again = read_rows(predict(cfg))
+    assert again[3]["error"] == "column area is inf, not a finite number"
+    assert again[3]["prediction"] == again[3]["probability"] == ""
+    assert again[0]["error"] == "" and again[0]["prediction"] in ("flat", "house")
+    assert again[:3] + again[4:] == rows[:3] + rows[4:]
 
 
 def test_a_csv_is_read_chunk_by_chunk_as_it_is_read_whole(tmp_path):
@@ -330,3 +351,186 @@ def test_a_csv_is_read_chunk_by_chunk_as_it_is_read_whole(tmp_path):
     assert joined.astype(object).equals(whole.astype(object))  # the same cells, NaN included
     path.write_text("a,b\n1,2\n3,4\n")
     assert count_rows(path) == 2
+
+
+# -- predict never destroys a file; garbage in is an error row or one error line ----------------
+def tiny_checkpoint(folder: Path, data: str) -> Path:
+    """A real checkpoint: train.py's best.ckpt after one epoch of a small MLP on `data`."""
+    run_script(
+        "train.py", f"data={data}", *QUIET, "model.hidden_sizes=[8]", "hydra.run.dir=run",
+        cwd=folder,
+    )  # fmt: skip
+    return folder / "run" / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def xor_ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("xor"), "xor")
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("digits"), "digits")
+
+
+def temporary_files(folder: Path) -> list[Path]:
+    """What a predictions file being written leaves beside it (.<name>.<random>.tmp)."""
+    return list(folder.rglob(".*.tmp"))
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The failed process's one `error:` line (exit code 1, no traceback)."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite_whole_and_keeping_its_mode(
+    xor_ckpt, tmp_path
+):
+    points = tmp_path / "points.csv"
+    points.write_text("x1,x2\n0,1\n1,1\n")
+    old = tmp_path / "old.csv"
+    old.write_text("precious\n")
+    old.chmod(0o640)
+    common = (f"ckpt_path={xor_ckpt}", f"input={points}")
+    with pytest.raises(ConfigError, match=r"old\.csv exists; set overwrite=true to replace it"):
+        predict(predict_cfg(tmp_path, *common, f"output={old}"))
+    assert old.read_text() == "precious\n"
+    assert predict(predict_cfg(tmp_path, *common, f"output={old}", "overwrite=true")) == str(old)
+    assert [r["input"] for r in read_rows(old)] == ["0", "1"]
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640
+    # A new file follows the umask, as the other files a run writes.
+    new = Path(predict(predict_cfg(tmp_path, *common, f"output={tmp_path / 'new.csv'}")))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~mask
+    # A folder gets predictions.csv; a path ending in / is a folder, made.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    into = predict(predict_cfg(tmp_path, *common, f"output={folder}"))
+    assert into == str(folder / "predictions.csv")
+    made = predict(predict_cfg(tmp_path, *common, f"output={tmp_path}/a/b/"))
+    assert made == str(tmp_path / "a" / "b" / "predictions.csv")
+    assert read_rows(into) == read_rows(made) == read_rows(old)
+    assert not temporary_files(tmp_path)
+
+
+def test_a_run_failing_midway_leaves_the_old_file_and_no_temporary_file(xor_ckpt, tmp_path):
+    rows = [f"{i % 2},{i % 3}" for i in range(400)]
+    rows[300] = "0,abc"  # read in the fourth chunk of 100, after three were written
+    points = tmp_path / "points.csv"
+    points.write_text("x1,x2\n" + "\n".join(rows) + "\n")
+    old = tmp_path / "old.csv"
+    old.write_text("precious\n")
+    common = (f"ckpt_path={xor_ckpt}", f"input={points}", "batch_size=100")
+    with pytest.raises(ConfigError, match="column x2 holds text"):
+        predict(predict_cfg(tmp_path, *common, f"output={old}", "overwrite=true"))
+    assert old.read_text() == "precious\n" and not temporary_files(tmp_path)
+    # Into folders that did not exist: they go too.
+    with pytest.raises(ConfigError, match="column x2 holds text"):
+        predict(predict_cfg(tmp_path, *common, f"output={tmp_path}/new/deeper/p.csv"))
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_write_error_is_one_error_line_and_the_old_file_stays(xor_ckpt, tmp_path):
+    """A real write error: predict.py may write no file over 64 KiB (ulimit -f), so writing
+    20,000 predictions fails with EFBIG, as it would with ENOSPC on a full disk."""
+    many = tmp_path / "many.npy"
+    np.save(many, np.random.default_rng(0).normal(size=(20_000, 2)).astype(np.float32))
+    old = tmp_path / "old.csv"
+    old.write_text("precious\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={xor_ckpt}", f"input={many}",
+         f"output={old}", "overwrite=true", "progress=false"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, preexec_fn=limit,
+    )  # fmt: skip
+    line = one_error_line(proc)
+    assert f"error: output={old}: cannot write {old} (File too large); {old} is as it was" == line
+    assert old.read_text() == "precious\n" and not temporary_files(tmp_path)
+    assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]  # no run folder left
+
+
+def test_what_is_not_a_regular_file_in_an_input_folder_is_an_error_row_never_opened(
+    digits_ckpt, tmp_path, monkeypatch
+):
+    """A FIFO named like an image would block the reader forever: it is never opened (the
+    process's timeout would fail this test), nor a socket, a device or a broken link."""
+    folder = tmp_path / "pictures"
+    (folder / "folder.png").mkdir(parents=True)
+    Image.new("L", (8, 8), 128).save(folder / "good.png")
+    Image.new("L", (8, 8), 30).save(folder / "folder.png" / "inside.png")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "device.png").symlink_to("/dev/zero")
+    (folder / "gone.png").symlink_to(folder / "nowhere.png")
+    monkeypatch.chdir(folder)  # a socket's path has at most 108 bytes: bound relatively
+    out = tmp_path / "p.csv"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("socket.png")
+        proc = run_script(
+            "predict.py", f"ckpt_path={digits_ckpt}", f"input={folder}", f"output={out}",
+            "progress=false", cwd=tmp_path, timeout=240,
+        )  # fmt: skip
+    assert "(6 inputs, 4 unreadable)" in proc.stdout
+    rows = {r["input"]: r for r in read_rows(out)}
+    assert {name: rows[name]["error"] for name in rows} == {
+        "device.png": "a character device, not an image file: not read",
+        "folder.png/inside.png": "",
+        "gone.png": "unreadable (No such file or directory), not an image file: not read",
+        "good.png": "",
+        "pipe.png": "a FIFO (named pipe), not an image file: not read",
+        "socket.png": "a socket, not an image file: not read",
+    }
+    for name in ("good.png", "folder.png/inside.png"):
+        assert rows[name]["prediction"] in [str(c) for c in range(10)]
+        assert 0.1 <= float(rows[name]["probability"]) <= 1
+    assert all(r["prediction"] == r["probability"] == "" for r in rows.values() if r["error"])
+
+
+def test_text_cells_a_spreadsheet_would_run_are_escaped_and_numbers_kept(xor_ckpt, tmp_path):
+    ids = ['=HYPERLINK("http://x","y")', "+SUM(A1)", "-2+3", "@cmd", "-1.5", "+7", "1e5",
+           "-", "plain", "a=b"]  # fmt: skip
+    table = tmp_path / "ids.csv"
+    with table.open("w", newline="") as f:
+        csv.writer(f).writerows([["=id", "x1", "x2"], *[[i, 0, 1] for i in ids]])
+    out = predict(predict_cfg(tmp_path, f"ckpt_path={xor_ckpt}", f"input={table}",
+                              "id_column='=id'"))  # fmt: skip
+    with open(out, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header[0] == "'=id"
+    assert [r[0] for r in rows] == [
+        "'=HYPERLINK(\"http://x\",\"y\")", "'+SUM(A1)", "'-2+3", "'@cmd", "-1.5", "+7", "1e5",
+        "'-", "plain", "a=b",
+    ]  # fmt: skip
+    assert all(r[1] in ("0", "1") and r[-1] == "" for r in rows)
+
+
+def test_inputs_that_are_not_finite_numbers_are_error_rows(xor_ckpt, tmp_path):
+    table = tmp_path / "cells.csv"
+    table.write_text("x1,x2\n0,1\n1e400,0\n0,-inf\n,1\nNaN,0\n1e39,0\n1,1\n")
+    rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={xor_ckpt}", f"input={table}")))
+    assert [r["error"] for r in rows] == [
+        "",
+        "column x1 is inf, not a finite number",
+        "column x2 is -inf, not a finite number",
+        "column x1 is missing",
+        "column x1 is missing",
+        NOT_FINITE,  # finite as float64, infinite as the model's float32
+        "",
+    ]
+    assert [r["input"] for r in rows] == [str(i) for i in range(7)]
+    for r in rows:
+        assert (r["prediction"] == r["probability"] == "") == (r["error"] != "")
+    good = [float(rows[i]["probability"]) for i in (0, 6)]
+    assert all(0.5 <= p <= 1 for p in good)
+    array = tmp_path / "cells.npy"
+    np.save(array, np.array([[0, 1], [np.nan, 0], [np.inf, 1], [1e300, 0], [1, 1]]))
+    rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={xor_ckpt}", f"input={array}")))
+    assert [r["error"] for r in rows] == ["", NOT_FINITE, NOT_FINITE, NOT_FINITE, ""]
+    assert [float(rows[i]["probability"]) for i in (0, 4)] == pytest.approx(good, rel=1e-6)
