@@ -21,7 +21,7 @@ from torch import nn
 from nnlab.core import ConfigError
 from nnlab.lecture import CLAIMS, Claim, run_claim
 from nnlab.lecture.__main__ import main
-from nnlab.lecture.dead_units import dead_units
+from nnlab.lecture.dead_units import dead_masks, dead_units
 from nnlab.lecture.layers import collapse
 from nnlab.nn.activations import ACTIVATIONS, create_activation
 from nnlab.nn.networks import MLP
@@ -226,11 +226,44 @@ def test_dead_relu_grows_with_the_learning_rate(claim):
     assert relu.dead_fraction.max() >= 0.3
     assert relu.lr[relu.dead_fraction.idxmax()] > relu.lr.iloc[0]
     others = frame[frame.activation != "relu"]
-    assert (others[~others.diverged].dead_fraction == 0).all()
-    diverged = frame[frame.diverged]
-    assert len(diverged) > 0 and diverged.dead_fraction.isna().all()
+    assert (~others.diverged).sum() >= 3 and (others[~others.diverged].dead_fraction == 0).all()
+    assert frame[frame.diverged].dead_fraction.isna().all()
+    # The left panel draws the table: ReLU's dead share against the learning rate.
+    (line,) = [
+        ln for ln in result.plots["dead_units"].axes[0].get_lines() if ln.get_label() == "relu"
+    ]
+    np.testing.assert_allclose(line.get_xydata(), relu[["lr", "dead_fraction"]].to_numpy())
     assert result.held
     wrote(result)
+
+
+def test_dead_relu_first_layer_never_revives_deeper_layers_do(claim):
+    result = claim("dead_relu")
+    frame = result.frames["revival"]
+    first, second = (frame[frame.layer == k] for k in (1, 2))
+    assert first.dead.iloc[-1] > 0 and (first.revived == 0).all()
+    assert first.dead.is_monotonic_increasing  # once dead, always dead
+    assert second.revived.iloc[-1] > 0 and not second.dead.is_monotonic_increasing
+    assert result.numbers["revived"] == {1: 0, 2: int(second.revived.iloc[-1])}
+
+
+def test_dead_tracker_sees_a_unit_die_and_a_deeper_one_come_back():
+    """dead_masks per layer: a first-layer unit with a very negative bias is dead; a second-layer
+    unit dead on the first layer's output comes back when that layer changes."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
+    x = torch.rand(16, 2)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))
+        net[0].bias.copy_(torch.tensor([0.0, -10.0]))  # unit 2 of layer 1: dead
+        net[2].weight.copy_(torch.tensor([[-1.0, 0.0]]))  # layer 2's unit: −x₁ ≤ 0, dead
+        net[2].bias.zero_()
+    masks = dead_masks(net, x)
+    assert [m.tolist() for m in masks] == [[False, True], [True]]
+    with torch.no_grad():
+        net[0].weight[0, 0] = -1.0  # the layer below changes: x₁ ↦ ReLU(−x₁) = 0 ...
+        net[2].bias.fill_(0.5)  # ... and layer 2's unit sees a positive input again
+    assert [m.tolist() for m in dead_masks(net, x)] == [[True, True], [False]]
 
 
 def test_losses_outliers_mle_bce_and_stability(claim):

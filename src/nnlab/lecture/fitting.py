@@ -154,10 +154,17 @@ def build(cfg: DictConfig) -> tuple[Any, TaskModule]:
     return data, build_module(cfg, data.spec)
 
 
-def fit(cfg: DictConfig, epochs: int, validate: bool = True, **trainer: Any) -> Fit:
+def fit(
+    cfg: DictConfig,
+    epochs: int,
+    validate: bool = True,
+    callbacks: tuple[L.Callback, ...] = (),
+    **trainer: Any,
+) -> Fit:
     """Trains the config's network on its data for `epochs` epochs on the CPU (the studies'
     networks are tiny), seeded by the config's seed, with nothing written to disk.
-    `validate=False` skips the validation loop; `trainer` adds or overrides Trainer options."""
+    `validate=False` skips the validation loop; `callbacks` watch the training besides the
+    history; `trainer` adds or overrides Trainer options."""
     data, module = build(cfg)
     module.divergence.enabled = False  # the studies watch divergence happen (too big an lr)
     history = History()
@@ -171,7 +178,7 @@ def fit(cfg: DictConfig, epochs: int, validate: bool = True, **trainer: Any) -> 
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
         "limit_val_batches": None if validate else 0,
-        "callbacks": [history],
+        "callbacks": [history, *callbacks],
         **trainer,
     }
     with quiet():
