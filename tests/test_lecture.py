@@ -305,15 +305,24 @@ def test_losses_robust_fit_draws_each_models_own_predictions(claim):
 
 def test_learning_rate_too_small_right_too_big(claim):
     result = claim("learning_rate")
-    small, right, big = 0.001, 0.1, 1.1
+    small, right_lr, big = 0.001, 0.1, 1.1
     final = result.numbers["final_loss"]
-    assert final[right] <= 0.02 and final[small] > 10 * final[right]
+    assert final[right_lr] <= 0.02 and final[small] > 10 * final[right_lr]
     assert not math.isfinite(final[big])
     frame = result.frames["learning_rate"]
     epochs = frame[frame.lr == small].epoch.max()
     assert (frame.groupby("lr").epoch.count() == epochs).all()  # diverged epochs kept
     assert (~frame[frame.lr == big].train_loss.apply(math.isfinite)).sum() >= 1
     assert result.numbers["fate"][big].startswith("diverged")
+    # Too small and right share a panel; the diverging run, 1e30s, gets its own.
+    left, right = result.plots["learning_rate"].axes
+    curves = {
+        ax: [ln.get_label() for ln in ax.get_lines() if ln.get_label()[:1] != "_"]
+        for ax in (left, right)
+    }
+    assert curves[left][:2] == [f"lr {small:g} (too small)", f"lr {right_lr:g} (right)"]
+    assert curves[right][0].startswith(f"lr {big:g} (too big), diverged")
+    assert max(left.get_ylim()) < 1e3
     assert result.held
     wrote(result)
 
@@ -335,6 +344,13 @@ def test_gd_regimes_epochs_updates_time(claim):
     updates = result.numbers["updates_to_target"]
     assert updates["mini-batch SGD (32)"] in set(frame.updates)
     assert (frame.groupby("regime").seconds.diff().dropna() > 0).all()
+    # The dotted line is the true line's MSE on the held-out split, and says so.
+    floor = result.numbers["held_out_floor"]
+    assert 0.005 < floor < 0.02
+    (line,) = [
+        ln for ln in result.plots["gd_regimes"].axes[0].get_lines() if "true line" in ln.get_label()
+    ]
+    assert line.get_ydata()[0] == floor and f"{floor:.4f}" in line.get_label()
     assert result.held
     wrote(result)
 

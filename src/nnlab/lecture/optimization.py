@@ -61,17 +61,24 @@ def learning_rate(run: Run, lrs: tuple[float, float, float] = (0.001, 0.1, 1.1))
         ]
     frame = run.table("learning_rate", rows)
 
-    _, (ax,) = run.figure("learning_rate", size=(6.4, 4.2))
+    # Two panels: on one axis the diverging run's 1e30s would squash the other two together.
+    fig, (ax, big_ax) = run.figure("learning_rate", ncols=2, size=(5.0, 4.2))
     fate = {}
-    for color, (lr, name) in enumerate(zip(lrs, ("too small", "right", "too big"), strict=True)):
+    names = ("too small", "right", "too big")
+    for color, (lr, name) in enumerate(zip(lrs, names, strict=True)):
         part = frame[frame.lr == lr]
+        target = big_ax if name == "too big" else ax
         fate[lr] = draw_diverging(
-            ax, part.epoch, part.train_loss, f"lr {lr:g} ({name})", f"C{color}"
+            target, part.epoch, part.train_loss, f"lr {lr:g} ({name})", f"C{color}"
         )
-    ax.axhline(NOISE_FLOOR, color="gray", ls=":", label="noise floor (0.01)")
-    ax.set(yscale="log", xlabel="epoch", ylabel="training loss (MSE, epoch mean)")
-    ax.set_title("The learning rate, too small / right / too big", pad=14)
-    ax.legend(fontsize=8, loc="center right")
+    ax.axhline(NOISE_FLOOR, color="gray", ls=":", label=f"noise floor σ² = {NOISE_FLOOR:g}")
+    for a in (ax, big_ax):
+        a.set(yscale="log", xlabel="epoch", ylabel="training loss (MSE, epoch mean; log scale)")
+        a.xaxis.get_major_locator().set_params(integer=True)
+        a.legend(fontsize=8, loc="center right" if a is ax else "lower right")
+    ax.set_title("Too small crawls, right reaches the floor", pad=14)
+    big_ax.set_title("Too big: the loss grows, then inf/NaN (×)", pad=14)
+    fig.suptitle(f"Plain SGD on linear regression, batches of 32, {epochs} epochs")
     run.save("learning_rate")
 
     final = {lr: float(frame[frame.lr == lr].train_loss.iloc[-1]) for lr in lrs}
@@ -97,8 +104,16 @@ def first_reached(frame: pd.DataFrame, column: str, target: float) -> dict[str, 
     return {regime: float(reached.get(regime, math.inf)) for regime in REGIMES}
 
 
-def draw_regimes(run: Run, frame: pd.DataFrame, lr: float) -> None:
-    fig, axes = run.figure("gd_regimes", ncols=3, size=(4.4, 3.8))
+def held_out_floor(data: Any) -> float:
+    """The true line's MSE on the held-out (validation) split: its noise, the lowest MSE a
+    model can expect there. σ² = 0.01 on average, but a finite split's noise is a sample: a
+    fitted line can score a little below it by chance."""
+    x, y = data.splits["val"]
+    return (x @ data.true_weight + data.true_bias - y).square().mean().item()
+
+
+def draw_regimes(run: Run, frame: pd.DataFrame, lr: float, floor: float) -> None:
+    fig, axes = run.figure("gd_regimes", ncols=3, size=(4.4, 4.0))
     columns = {
         "epoch": "epoch",
         "updates": "updates (optimizer steps)",
@@ -108,10 +123,15 @@ def draw_regimes(run: Run, frame: pd.DataFrame, lr: float) -> None:
         for regime in REGIMES:
             part = frame[frame.regime == regime]
             ax.plot(part[column], part.val_loss, marker="o", ms=3, label=regime)
-        ax.axhline(NOISE_FLOOR, color="gray", ls=":")
-        ax.set(yscale="log", xlabel=label, ylabel="held-out MSE after the epoch")
+        ax.axhline(floor, color="gray", ls=":", label=f"the true line's MSE here: {floor:.4f}")
+        ax.set(yscale="log", xlabel=label, ylabel="held-out MSE after the epoch (log scale)")
         ax.set_xscale("linear" if column == "epoch" else "log")
     axes[0].legend(fontsize=8)
+    fig.supxlabel(
+        f"Dotted: the noise on this held-out split, the MSE of the true w and b there (σ² = "
+        f"{NOISE_FLOOR:g} in expectation; a fitted line can land slightly below it by chance).",
+        fontsize=8,
+    )
     fig.suptitle(f"Full-batch, mini-batch and per-sample SGD, lr {lr:g}")
     run.save("gd_regimes")
 
@@ -130,11 +150,13 @@ def gd_regimes(run: Run, lr: float = 0.1) -> Claim:
     parts = []
     for regime, batch in REGIMES.items():
         overrides = (f"optimizer.lr={lr}", f"data.batch_size={batch}", f"data.n_samples={n}")
-        history = fit(sgd_config(run, *overrides), epochs).history
+        model = fit(sgd_config(run, *overrides), epochs)
+        floor = held_out_floor(model.data)  # the same data for every regime (same seed and n)
+        history = model.history
         history = history.rename(columns={"val/loss": "val_loss"})
         parts.append(history[["epoch", "updates", "seconds", "val_loss"]].assign(regime=regime))
     frame = run.table("gd_regimes", pd.concat(parts, ignore_index=True))
-    draw_regimes(run, frame, lr)
+    draw_regimes(run, frame, lr, floor)
 
     first = frame[frame.epoch == 1].set_index("regime").val_loss
     late = frame[frame.epoch > epochs // 2].groupby("regime").val_loss.mean()
@@ -165,4 +187,5 @@ def gd_regimes(run: Run, lr: float = 0.1) -> Claim:
         late_loss={r: float(v) for r, v in late.items()},
         seconds_to_target=seconds,
         updates_to_target=updates,
+        held_out_floor=floor,
     )
