@@ -250,47 +250,47 @@ def test_notebook_has_stub_and_check_line_per_exercise_and_a_predict_then_run(st
     assert set(solutions_of(SOLUTIONS / f"{stem}.py")) == set(names)
 
 
-def _section(stem: str, teacher: bool) -> nbformat.NotebookNode:
-    """The notebook's first code cell and its exercise section, as the student or as the
-    teacher gets them."""
+def _section(stem: str, teacher: bool) -> list[dict[str, Any]]:
+    """The notebook's exercise section, as the student or as the teacher gets it."""
     nb = _notebook(stem)
     if teacher:
         nb = teacher_notebook(nb, solutions_of(SOLUTIONS / f"{stem}.py"), stem)
+    return [cell for cell in nb["cells"] if "exercises" in cell["metadata"].get("tags", [])]
+
+
+def _strict_cell(on: bool) -> dict[str, Any]:
+    source = f'import os\n\nos.environ["{STRICT_VARIABLE}"] = "{int(on)}"'
+    cell = {"cell_type": "code", "metadata": {}, "source": source, "outputs": []}
+    return {**cell, "id": f"strict-{int(on)}", "execution_count": None}
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_exercise_section_runs_as_the_student_and_as_the_teachers_version(
+    stem: str, tmp_path: Path
+) -> None:
+    """One kernel: the notebook's first cell; the section as stored (every check says "not
+    implemented yet", politely, and the run goes on); then the teacher's version, strict (a
+    wrong solution stops the run), whose every check passes."""
+    nb = _notebook(stem)
     first = next(cell for cell in nb["cells"] if cell["cell_type"] == "code")
-    section = [cell for cell in nb["cells"] if "exercises" in cell["metadata"].get("tags", [])]
-    return nbformat.reads(json.dumps({**nb, "cells": [first, *section]}), as_version=4)
-
-
-def _run(nb: nbformat.NotebookNode, tmp_path: Path) -> list[str]:
-    """Executes nb; the text each `check` line showed."""
+    student, teacher = _section(stem, teacher=False), _section(stem, teacher=True)
+    teacher = [{**cell, "id": f"teacher-{cell['id']}"} for cell in teacher]  # ids are unique
+    cells = [first, _strict_cell(False), *student, _strict_cell(True), *teacher]
+    run = nbformat.reads(json.dumps({**nb, "cells": cells}), as_version=4)
     NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        run, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     shown = []
-    for cell in nb.cells:
+    for cell in run.cells:
         if cell.cell_type == "code" and cell.source.startswith("check("):
             (output,) = cell.outputs
             shown.append(output["data"]["text/plain"])
-    return shown
-
-
-@pytest.mark.parametrize("stem", STEMS)
-def test_student_section_runs_and_reports_unfinished_work_politely(
-    stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(STRICT_VARIABLE, raising=False)
-    shown = _run(_section(stem, teacher=False), tmp_path)
-    assert len(shown) == sum(e.notebook == stem for e in EXERCISES.values())
-    assert all("not implemented yet" in text for text in shown), shown
-
-
-@pytest.mark.parametrize("stem", STEMS)
-def test_teacher_section_passes_every_check(
-    stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(STRICT_VARIABLE, "1")  # a wrong solution stops the run
-    shown = _run(_section(stem, teacher=True), tmp_path)
-    assert shown and all(text.startswith("✓") for text in shown), shown
+    count = sum(exercise.notebook == stem for exercise in EXERCISES.values())
+    assert len(shown) == 2 * count
+    assert all("not implemented yet" in text for text in shown[:count]), shown
+    assert all(text.startswith("✓") for text in shown[count:]), shown
+    predictions = [c for c in run.cells[2 : 2 + len(student)] if "print(" in c.source]
+    assert predictions and all(c.outputs for c in predictions)  # predict-then-run answers
 
 
 def test_command_lists_exercises_and_writes_teacher_notebooks_once(tmp_path: Path) -> None:
