@@ -35,6 +35,7 @@ from nnlab.core.ranges import check_flags, check_ranges, suspicious
 from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
+from nnlab.nn.networks import PASSED_IN, PLACEHOLDER_SIZES
 from nnlab.speed.config import check_speed, uses_gpu
 from nnlab.tasks.divergence import check_anomaly
 
@@ -140,7 +141,7 @@ def check_components(cfg: DictConfig, task: str) -> None:
     scheduler and Trainer configs, in the order a run builds them."""
     check_data(cfg)
     check_registries(cfg, task)
-    check_arguments(cfg.model, "model", passed_in=("in_features", "out_features"))
+    check_arguments(cfg.model, "model", passed_in=PASSED_IN)
     check_buildable(cfg)
     check_trainer(cfg)
 
@@ -279,8 +280,8 @@ def check_buildable(cfg: DictConfig) -> None:
     size of 0, a negative learning rate, an unknown option) is reported before data loads."""
 
     def model() -> Any:
-        with torch.device("meta"):
-            return instantiate_config(cfg.model, in_features=1, out_features=1)
+        with torch.device("meta"):  # as TaskModule builds it, sizes passed where named
+            return NETWORKS.build(plain(cfg.model), "model", **PLACEHOLDER_SIZES)
 
     check_built(cfg, "model", model)
     if not cfg.get("optimizer"):

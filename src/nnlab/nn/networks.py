@@ -18,6 +18,11 @@ from nnlab.nn.activations import ACTIVATIONS, gain
 from nnlab.nn.init import init_linear
 
 NORMS = {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
+# The sizes the code passes a network (each only to a constructor that names it), never config
+# keys; and the placeholders of the check that builds a network on the "meta" device before
+# any data loads (nnlab.validation): a network must build on them.
+PASSED_IN = ("in_features", "out_features", "input_shape")
+PLACEHOLDER_SIZES = {"in_features": 1, "out_features": 1, "input_shape": (1, 1, 1)}
 
 
 @register_network

@@ -75,7 +75,11 @@ class TaskModule(L.LightningModule):
         if self.spec.task != self.task:
             name = type(self).__name__
             raise ValueError(f"{name} trains {self.task} tasks, not {self.spec.task}")
-        sizes = {"in_features": self.spec.in_features, "out_features": self.spec.num_outputs}
+        sizes = {
+            "in_features": self.spec.in_features,
+            "out_features": self.spec.num_outputs,
+            "input_shape": tuple(self.spec.input_shape),  # to a network that names it
+        }
         # Through the network registry, never Hydra: a checkpoint's config names no import path.
         self.net = NETWORKS.build(model, "model", **sizes)
         self.loss_fn = create_loss(loss, self.spec.task, self.spec.num_outputs)
