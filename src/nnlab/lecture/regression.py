@@ -54,22 +54,23 @@ def mle_consistency(run: Run, sizes: list[int] | None = None, seeds: int | None 
     )
     mean = frame.groupby("n_train").error.mean()
     slope = float(np.polyfit(np.log(mean.index), np.log(mean.values), 1)[0])
-    d = sum(c.startswith("true_w") for c in frame.columns)
+    params = sum(c.startswith("true_w") for c in frame.columns)  # d weights and the bias
 
     _, (ax, coef) = run.figure("mle_consistency", ncols=2, size=(5.0, 4.0))
     ax.scatter(frame.n_train, frame.error, s=10, alpha=0.5, label="one data set")
     ax.plot(mean.index, mean.values, marker="o", label=f"mean (slope {slope:.2f})")
     n = np.array(mean.index, dtype=float)
-    ax.plot(n, NOISE * np.sqrt(d / n), "k:", label="σ·√((d+1)/n), slope −0.5")
+    theory = f"theory σ·√((d + 1)/n), d = {params - 1} features: slope −0.5"
+    ax.plot(n, NOISE * np.sqrt(params / n), "k:", label=theory)
     ax.set(xscale="log", yscale="log", xlabel="training samples n", ylabel="‖(ŵ, b̂) − (w, b)‖")
     ax.set_title("Learned vs true weights (MSE = Gaussian MLE)")
     ax.legend(fontsize=8)
     first = frame[frame.seed == frame.seed.min()]
-    for i in range(d):
-        name = "b" if i == d - 1 else f"w{i + 1}"
+    for i in range(params):
+        name = "b" if i == params - 1 else f"w{i + 1}"
         deviation = first[f"w{i}"] - first[f"true_w{i}"]
         coef.plot(first.n_train, deviation, marker="o", ms=3, color=f"C{i}", label=name)
-    coef.axhline(0.0, color="k", lw=0.8)
+    coef.axhline(0.0, color="k", lw=0.8, label="learned = true")
     coef.set(xscale="log", xlabel="training samples n", ylabel="learned − true coefficient")
     coef.set_title("Each coefficient, one data set per n")
     coef.legend(fontsize=7, ncols=2)
