@@ -32,13 +32,13 @@ def load_module(ckpt_path: str | Path) -> TaskModule:
 
 
 def with_local_data_dir(data_cfg: dict[str, Any], data_dir: str) -> dict[str, Any]:
-    """The checkpoint's data config, its data folder replaced by this machine's
-    `paths.data_dir` when the recorded one does not exist here (a checkpoint trained elsewhere
-    records that machine's absolute path)."""
+    """The checkpoint's data config with this run's `paths.data_dir` as its data folder: a
+    checkpoint never says where files are downloaded to (it may come from elsewhere: its
+    recorded folder is another machine's, or any folder at all)."""
     recorded = data_cfg.get("data_dir")
-    if recorded is None or Path(recorded).is_dir():
+    if recorded is None or recorded == data_dir:
         return data_cfg
-    log.info("data_dir %s of the checkpoint is not on this machine: using %s", recorded, data_dir)
+    log.info("data_dir: using paths.data_dir=%s, not the checkpoint's %s", data_dir, recorded)
     return {**data_cfg, "data_dir": data_dir}
 
 

@@ -78,11 +78,11 @@ class ClassRegistry:
         cls = self.get(name)
         if cls is not None:
             return cls
-        where = f" in {source}" if source else ""
+        where = f"{source}: " if source else ""
         dotted = isinstance(name, str) and DOTTED.match(name) and "." in name
         module = name.rpartition(".")[0] if dotted else "<module>"
         raise ConfigError(
-            f"{key}={name!r}{where} is not a registered {self.kind}: only registered classes "
+            f"{where}{key}={name!r} is not a registered {self.kind}: only registered classes "
             f"are built ({', '.join(self.names())}); to add your own, decorate it with "
             f"@{self.decorator} and import its module with plugins=[{module}] (see {DOCS})"
         )

@@ -71,13 +71,9 @@ SCHEDULERS = _torch_classes(
 
 
 def _allowed(group: str, name: Any) -> bool:
-    """Whether `name` may be the `_target_` at the top of a saved `group` config."""
-    if group == "model":
-        return NETWORKS.get(name) is not None
-    if group == "data":
-        return DATAMODULES.get(name) is not None
-    table = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS}.get(group)
-    return table is not None and isinstance(name, str) and name in table
+    """Whether `name` may be the `_target_` at the top of a saved optimizer or scheduler config."""
+    table = OPTIMIZERS if group == "optimizer" else SCHEDULERS
+    return isinstance(name, str) and name in table
 
 
 # Groups whose top may name a class, and what it must be.
@@ -137,22 +133,20 @@ def _check_hydra_key(source: str, here: str, key: str, value: Any, group: str, t
             f"{source}: {here}={_short(value)} is refused: a checkpoint names a class only at "
             f"{where}, never elsewhere; nothing of it was built"
         )
-    if key == "_target_" and not _allowed(group, value):
+    registry = {"model": NETWORKS, "data": DATAMODULES}.get(group)
+    if key == "_target_" and registry is not None:
+        registry.lookup(value, here, source)  # refused saying how to register a class
+    elif key == "_target_" and not _allowed(group, value):
         raise ConfigError(
             f"{source}: {here}={_short(value)} is not {CLASS_GROUPS[group]}; nothing of it was "
-            f"built (registered: {', '.join(_valid(group))}; a class of your own: "
-            f"docs/checkpoints.md)"
+            f"built (valid: {', '.join(_valid(group))})"
         )
 
 
 def _valid(group: str) -> list[str]:
-    """The names allowed at `<group>._target_`, short for torch's (configs' spelling)."""
-    if group == "model":
-        return NETWORKS.names()
-    if group == "data":
-        return DATAMODULES.names()
-    table = OPTIMIZERS if group == "optimizer" else SCHEDULERS
-    return sorted({name for name in table if name.count(".") == 2 + (group == "scheduler")})
+    """The names allowed at an optimizer's or scheduler's `_target_`, as configs spell them."""
+    table, dots = (OPTIMIZERS, 2) if group == "optimizer" else (SCHEDULERS, 3)
+    return sorted(name for name in table if name.count(".") == dots)
 
 
 def _short(value: Any) -> str:
