@@ -153,7 +153,7 @@ def draw_conditions(
     err.legend(fontsize=8)
     run.save("misspecified")
 
-    _, (plane, values) = run.figure("not_identifiable", ncols=2, size=(5.0, 4.2))
+    _, (plane, values) = run.figure("not_identifiable", ncols=2, size=(5.0, 5.0))
     for i, r in dup.iterrows():
         plane.annotate(
             "",
@@ -168,18 +168,18 @@ def draw_conditions(
     lim = np.abs(dup[["w1", "w2", "w1_start", "w2_start"]].to_numpy()).max() + 0.5
     line = np.array([-lim, lim])
     total = float(dup["sum"].mean())
-    label = f"w₁ + w₂ = {total:.3f}: all of it has the lowest loss"
+    label = f"w₁ + w₂ = {total:.3f}: every point has the lowest loss"
     plane.plot(line, total - line, "r-", lw=1, label=label)
     plane.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     plane.set(xlabel="weight w₁ of x", ylabel="weight w₂ of the copy of x")
     plane.set_title("Inputs (x, x): each start ends elsewhere", fontsize=10)
-    plane.legend(fontsize=8, loc="lower left")
+    plane.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     for column, marker, label in (("w1", "o", "ŵ₁"), ("w2", "s", "ŵ₂"), ("sum", "*", "ŵ₁ + ŵ₂")):
         values.plot(dup.start + 1, dup[column], marker, ms=8 if marker == "*" else 6, label=label)
     values.axhline(2.0, color="gray", ls=":", label="true slope 2")
     values.set(xlabel="start (random initialization)", ylabel="learned weight")
     values.set_title("Only the sum is learned", fontsize=10)
-    values.legend(fontsize=8)
+    values.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
     values.xaxis.get_major_locator().set_params(integer=True)
     run.save("not_identifiable")
 
