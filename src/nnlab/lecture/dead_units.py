@@ -4,10 +4,11 @@ the same steps. The sweep clips each step's gradient norm (GRAD_CLIP), so that t
 learning rates kill ReLU units without making any run diverge. A run whose weights still went
 non-finite diverged: it is reported as such, never counted as dead units.
 
-No step revives a dead unit of the FIRST hidden layer: every gradient reaching its weights is
-0 (its input, the data, never changes). A deeper unit's input is the layer below, which keeps
-learning: its pre-activation can turn positive again, and the unit comes back. The study
-tracks ReLU's dead units per layer, step by step, and counts both."""
+No step of plain SGD revives a dead unit of the FIRST hidden layer: every gradient reaching its
+weights is 0, and its input, the data, never changes (weight decay or momentum could still move
+its weights). A deeper unit's input is the layer below, which keeps learning: its pre-activation
+can turn positive again, and the unit comes back. The study tracks ReLU's dead units per layer,
+step by step, and counts both."""
 
 from __future__ import annotations
 
