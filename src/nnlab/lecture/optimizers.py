@@ -153,13 +153,10 @@ def ravine(run: Run, steps: int) -> dict[str, Any]:
     return {"steps_to_target": reach, "final": final}
 
 
-def study(
-    run: Run, lrs: tuple[float, float, float] = (0.02, 0.4, 0.52), steps: int | None = None
-) -> Claim:
+def study(run: Run, lrs: tuple[float, float, float] = (0.02, 0.4, 0.52), steps: int = 100) -> Claim:
     """Gradient descent on the bowl at `lrs` (too small, right, too big) for 20 steps, then
-    the ravine for `steps` (default 100) steps with each of RAVINE_OPTIMIZERS."""
+    the ravine for `steps` steps with each of RAVINE_OPTIMIZERS (a few seconds: no fast mode)."""
     bowl = learning_rates(run, lrs, 20)
-    steps = steps or 100
     valley = ravine(run, steps)
 
     small, right, big = lrs
