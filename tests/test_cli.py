@@ -262,7 +262,7 @@ def test_multirun_job_diverged_keeps_trains_results_and_returns_the_worst(job_cf
     folder = Path(cfg.paths.output_dir)
 
     def diverge(cfg):
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)  # made for the job's lock already
         (folder / "results.json").write_text('{"status": "diverged", "value": "inf"}')
         raise Diverged("loss is nan")
 
@@ -308,7 +308,9 @@ def test_multirun_job_reruns_after_clearing_the_earlier_attempt(
         return sorted(p.name for p in folder.iterdir())
 
     with caplog.at_level(logging.INFO, logger="nnlab.cli"):
-        assert cli.run(main, cfg) == [".hydra", "train.log"]  # checkpoints, results.json: gone
+        # checkpoints, results.json: gone; the job's lock held while it runs
+        assert cli.run(main, cfg) == [".hydra", ".nnlab.lock", "train.log"]
+    assert not (folder / ".nnlab.lock").exists()  # released when the job ended
     assert logged in caplog.text
     assert f"earlier attempt's files from {folder}: checkpoints, results.json" in caplog.text
     assert (folder / "train.log").read_text() == "earlier attempt\n"

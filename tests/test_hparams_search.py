@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -130,6 +132,8 @@ def sweeper(tmp_path: Path, n_trials: int, run: str) -> SimpleNamespace:
         params=OmegaConf.create({"x": "interval(0.0, 1.0)"}),
         config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / run)}}}),
         launcher=RecordingLauncher(),
+        heartbeat_interval=10,
+        grace_period=None,
     )
 
 
@@ -144,6 +148,9 @@ def test_the_study_runs_in_batches_of_n_jobs_and_a_rerun_resumes_it(tmp_path):
     # Each job is told its trial's number (for pruning) in a Hydra override, not a task one.
     told = [job[-1] for jobs, _ in first.launcher.calls for job in jobs]
     assert told == [f"++hydra.job.env_set.{TRIAL_NUMBER}={n}" for n in range(3)]
+    # Each job's folder is named by its trial's number: <sweep folder>/<n>.
+    folders = [job[-2] for jobs, _ in first.launcher.calls for job in jobs]
+    assert folders == [f"++hydra.sweep.subdir={n}" for n in range(3)]
 
     second = sweeper(tmp_path, n_trials=5, run="run2")
     _search.run_study(second, [])
@@ -179,6 +186,12 @@ def test_trials_cut_short_by_ctrl_c_are_failed_and_run_anew(tmp_path):
     trials = optuna.load_study(study_name="toy", storage=rerun.storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3
     assert trials[0].user_attrs["error"] == "interrupted"
+    # The two failed trials run again first, with their parameters, then a new one.
+    assert [t.user_attrs.get(_search.RETRY_OF) for t in trials[2:]] == [0, 1, None]
+    assert [t.params for t in trials[2:4]] == [t.params for t in trials[:2]]
+    # A third run has nothing left to rerun: a failed trial runs again once.
+    _search.run_study(sweeper(tmp_path, n_trials=3, run="run3"), [])
+    assert len(optuna.load_study(study_name="toy", storage=rerun.storage).trials) == 5
 
 
 def test_direction_must_be_known():
@@ -289,13 +302,13 @@ def test_a_study_resumes_where_it_stopped_and_prunes_a_clearly_worse_trial(tmp_p
             after.state,
             after.value,
         )
-    # Each run of the command has its own sweep folder, each job a results.json.
-    runs = sorted((log_dir / "train" / "searches" / "smoke").iterdir())
-    assert [len(list(run.glob("*/results.json"))) for run in runs] == [3, 2]
-    statuses = [json.loads(p.read_text())["status"] for p in runs[0].glob("*/results.json")]
+    # The study has one folder, each trial a job folder named by its number.
+    study_dir = log_dir / "train" / "searches" / "smoke"
+    assert sorted(p.parent.name for p in study_dir.glob("*/results.json")) == list("01234")
+    statuses = [json.loads((study_dir / str(t.number) / "results.json").read_text()) for t in first]
     states = ["pruned" if t.state == TrialState.PRUNED else "done" for t in first]
-    assert sorted(statuses) == sorted(states)
-    summary = OmegaConf.load(runs[1] / "optimization_results.yaml")
+    assert [s["status"] for s in statuses] == states
+    summary = OmegaConf.load(study_dir / "optimization_results.yaml")
     assert summary.n_trials == 5
 
 
@@ -306,7 +319,7 @@ def test_a_failed_job_is_the_worst_value_of_the_study(tmp_path):
     proc = smoke_search(tmp_path, "hydra.sweeper.n_trials=1", "data.batch_size=0", check=False)
     trials = read_study(tmp_path / "logs")
     assert [(t.state, t.value) for t in trials] == [(TrialState.COMPLETE, -math.inf)], proc.stdout
-    (results,) = (tmp_path / "logs" / "train" / "searches" / "smoke").glob("*/0/results.json")
+    results = tmp_path / "logs" / "train" / "searches" / "smoke" / "0" / "results.json"
     assert json.loads(results.read_text())["status"] == "failed"
 
 
@@ -335,3 +348,85 @@ def test_parallel_trials_report_to_the_shared_storage(tmp_path):
     logs = "\n".join(p.read_text() for p in (tmp_path / "logs").rglob("*/train.log"))
     assert [(t.state, math.isfinite(t.value)) for t in trials] == [(TrialState.COMPLETE, True)] * 2
     assert [list(t.intermediate_values) for t in trials] == [[0, 1, 2]] * 2, logs  # 3 epochs
+
+
+def wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
+    """Polls `condition` every 0.2 s until it holds; fails after `timeout` s or if `proc` ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the search ended before it could be killed"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_search_killed_during_a_trial_loses_nothing(tmp_path):
+    """SIGKILL of the sweeper while a trial runs, after at least one finished; the same command
+    again: the killed trial is FAIL and runs again (same parameters, new number, its own
+    folder), the finished trials keep their results.json and best.ckpt to the byte, no trial
+    is left RUNNING, and report.md's best is the study's best."""
+    log_dir = tmp_path / "logs"
+    study_dir = log_dir / "train" / "searches" / "smoke"
+    command = [
+        sys.executable, str(ROOT / "train.py"), "hparams_search=smoke", f"paths.log_dir={log_dir}",
+        "hydra.sweeper.n_trials=4", "trainer.max_epochs=8", "callbacks.progress_bar=null",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    storage = f"sqlite:///{log_dir}/optuna/smoke.db"
+
+    def trials(*states):
+        if not (log_dir / "optuna" / "smoke.db").exists():
+            return []
+        try:
+            return optuna.load_study(study_name="smoke", storage=storage).get_trials(states=states)
+        except KeyError:  # the study is not created yet
+            return []
+
+    def killable() -> bool:
+        """A trial finished, and a later one's job has started (its folder has its config)."""
+        finished = trials(TrialState.COMPLETE, TrialState.PRUNED)
+        running = trials(TrialState.RUNNING)
+        started = running and (study_dir / str(running[0].number) / ".hydra").is_dir()
+        return bool(finished and started)
+
+    with open(tmp_path / "first.log", "w") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
+        try:
+            wait_for(killable, timeout=300, proc=proc)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    (killed,) = trials(TrialState.RUNNING)
+    finished = trials(TrialState.COMPLETE, TrialState.PRUNED)
+    kept = {
+        t.number: {
+            name: (study_dir / str(t.number) / name).read_bytes()
+            for name in ("results.json", "checkpoints/best.ckpt")
+        }
+        for t in finished
+    }
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[killed.number].state == TrialState.FAIL
+    (again,) = [t for t in study.trials if t.user_attrs.get(_search.RETRY_OF) == killed.number]
+    assert again.params == killed.params and again.number > killed.number
+    assert again.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    for number, files in kept.items():
+        for name, content in files.items():
+            assert (study_dir / str(number) / name).read_bytes() == content, (number, name)
+    killed_results = json.loads((study_dir / str(killed.number) / "results.json").read_text())
+    assert killed_results["status"] == "interrupted"
+    for t in study.trials:  # every job folder is its trial's: its results name its parameters
+        results = json.loads((study_dir / str(t.number) / "results.json").read_text())
+        if t.state != TrialState.FAIL:
+            assert f"optimizer.lr={t.params['optimizer.lr']}" in results["overrides"]
+    best = study.best_trial
+    report = (study_dir / "report.md").read_text()
+    assert f"Best: job {best.number} (" in report, report
+    assert f"val/acc = {best.value:.4f}." in report

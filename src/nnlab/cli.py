@@ -22,6 +22,7 @@ from omegaconf.errors import MissingMandatoryValue
 from nnlab.core import ConfigError, DataUnavailableError, Diverged
 from nnlab.core.components import import_plugins
 from nnlab.core.hydra import hydra_choices
+from nnlab.core.paths import LOCK, lock_folder, unlock_folder
 from nnlab.core.results_file import read_results, worst_value
 
 T = TypeVar("T")
@@ -29,15 +30,17 @@ log = logging.getLogger(__name__)
 
 # What a job folder keeps from an earlier attempt: Hydra writes .hydra/ and opens the log before
 # the job starts (the log appends, so it keeps every attempt's lines); the run writes its config
-# tree before reading any data. A refused run's folder holding only these is removed.
-KEPT = (".hydra", "config_tree.txt")
+# tree before reading any data; the run's lock (nnlab.core.paths). A refused run's folder holding
+# only these is removed.
+KEPT = (".hydra", "config_tree.txt", LOCK)
 KEPT_SUFFIX = ".log"
 
 
 def run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float | None:
     """Calls main(cfg): in a single run, a user's mistake exits with one `error: …` line; in a
     multirun job, any failure is recorded and returns the worst value, so the sweep goes on.
-    The config's `plugins` (the user's modules that register classes) are imported first."""
+    The config's `plugins` (the user's modules that register classes) are imported first.
+    Either holds the lock of its folder while it runs: one run per folder."""
     main = with_plugins(main)
     if not in_multirun():
         return _single_run(main, cfg)
@@ -73,6 +76,12 @@ def error_line(e: BaseException) -> str | None:
 
 
 def _single_run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    folder = output_dir(cfg)
+    if folder is not None:
+        try:
+            lock_folder(folder)  # taken already by the run's Hydra callback (FoldersCheck)
+        except ConfigError as e:  # another run's folder: left as it is
+            raise SystemExit(f"error: {e}") from None
     try:
         return main(cfg)
     except Exception as e:
@@ -80,12 +89,30 @@ def _single_run(main: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if line is None:
             raise
         if not isinstance(e, Diverged):  # a diverged run keeps its folder: results.json says so
-            remove_if_untouched(output_dir(cfg))
+            remove_if_untouched(folder)
         raise SystemExit(f"error: {line}") from None
+    finally:
+        if folder is not None:
+            unlock_folder(folder)
 
 
 def _multirun_job(main: Callable[[DictConfig], T], cfg: DictConfig) -> T | float | None:
     folder = output_dir(cfg)
+    if folder is None:
+        return _locked_job(main, cfg, folder)
+    try:
+        lock_folder(folder, "job folder")
+    except ConfigError as e:  # another process runs in this job's folder: left as it is
+        log.error("error: %s", e)
+        mode = optimized_mode(cfg)
+        return None if mode is None else worst_value(mode)
+    try:
+        return _locked_job(main, cfg, folder)
+    finally:
+        unlock_folder(folder)
+
+
+def _locked_job(main: Callable[[DictConfig], T], cfg: DictConfig, folder: Path | None) -> Any:
     overrides = job_overrides()
     done = earlier_attempt(folder, overrides) if folder else None
     if done is not None:

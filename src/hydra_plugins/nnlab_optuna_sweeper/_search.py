@@ -1,12 +1,23 @@
 """The study behind nnlab's Optuna sweeper: the search space from Hydra's override grammar, then
 batches of trials asked, launched as jobs and told, until the study holds n_trials finished
-trials (a rerun of the same command resumes it)."""
+trials (a rerun of the same command resumes it).
+
+A killed search loses nothing: each running trial names its sweeper (host and pid) and beats
+a heartbeat in the storage; the next run of the study fails the trials whose sweeper is dead
+(same host) or whose heartbeat stopped (any host), and runs every failed trial again, once, as
+a new trial with the same parameters. Each trial's job folder is named by its trial number, so
+no run of the study ever reuses the folder of another trial."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Iterable
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +34,27 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from nnlab.core.results_file import worst_value
-from nnlab.sweeps import PRUNED_AT, TRIAL_NUMBER, mark_results_pruned, open_storage
+from nnlab.core.paths import process_alive, remove_stale_lock
+from nnlab.core.results_file import read_results, worst_value
+from nnlab.sweeps import (
+    PRUNED_AT,
+    TRIAL_NUMBER,
+    mark_results_interrupted,
+    mark_results_pruned,
+    open_storage,
+    stored_trial_id,
+)
 
 log = logging.getLogger(__name__)
 
 # The trials n_trials counts: evaluated ones (a failed job is COMPLETE with the worst value).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TRIAL_OVERRIDE = f"++hydra.job.env_set.{TRIAL_NUMBER}"
+# Each trial's job folder: <sweep folder>/<trial number>.
+SUBDIR_OVERRIDE = "++hydra.sweep.subdir"
+# User attributes of a trial: the sweeper running it ({"host", "pid"}), its job folder, and
+# the failed trial it runs again.
+WORKER, FOLDER, RETRY_OF = "nnlab_worker", "nnlab_folder", "nnlab_retry_of"
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 
 
@@ -79,14 +103,21 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         )
     params = OmegaConf.to_container(sweeper.params) if sweeper.params else {}
     space, fixed = search_space(params, arguments)
+    interval = getattr(sweeper, "heartbeat_interval", None)
+    storage = None
+    if sweeper.storage:
+        storage = open_storage(sweeper.storage, interval, getattr(sweeper, "grace_period", None))
     study = optuna.create_study(
         study_name=sweeper.study_name,
-        storage=open_storage(sweeper.storage) if sweeper.storage else None,
+        storage=storage,
         sampler=sweeper.sampler,
         pruner=sweeper.pruner,
         direction=direction,
         load_if_exists=True,
     )
+    sweep_dir = Path(str(sweeper.config.hydra.sweep.dir)).absolute()
+    check_sweep_folder(study, sweep_dir)
+    recover(study)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     if study.trials:
         # A fixed seed would draw the first session's random start-up trials again.
@@ -98,23 +129,28 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         done,
         sweeper.n_trials,
     )
-    sweep_dir = str(sweeper.config.hydra.sweep.dir)
     job_num = 0
     while (to_go := sweeper.n_trials - done) > 0:
-        trials = [study.ask(space) for _ in range(min(sweeper.n_jobs, to_go))]
+        trials = [ask(study, space, sweep_dir) for _ in range(min(sweeper.n_jobs, to_go))]
         overrides = [
-            # The trial's number, for the job to report its validation curve to (pruning).
-            (*fixed, *(f"{k}={v}" for k, v in t.params.items()), f"{TRIAL_OVERRIDE}={t.number}")
+            # The job's folder, and the trial's number for the job to report its validation
+            # curve to (pruning).
+            (
+                *fixed,
+                *(f"{k}={v}" for k, v in t.params.items()),
+                f"{SUBDIR_OVERRIDE}={t.number}",
+                f"{TRIAL_OVERRIDE}={t.number}",
+            )
             for t in trials
         ]
         try:
-            returns = sweeper.launcher.launch(overrides, initial_job_idx=job_num)
+            with heartbeats(storage, trials, interval):
+                returns = sweeper.launcher.launch(overrides, initial_job_idx=job_num)
         except BaseException:  # Ctrl-C, or the launcher itself failed
             # Not evaluated, so not a value of the study: FAIL, left out of n_trials and of
-            # the sampler's model; a rerun of the command resumes with new trials.
+            # the sampler's model; a rerun of the command runs them again.
             for trial in trials:
-                trial.set_user_attr("error", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
+                fail(study, trial, "interrupted")
             raise
         job_num += len(returns)
         # Read back from the storage: the jobs wrote their pruning there.
@@ -123,7 +159,130 @@ def run_study(sweeper: Any, arguments: list[str]) -> None:
         for trial, ret in zip(trials, returns, strict=True):
             tell(study, trial, ret, pruned_at.get(trial.number))
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    summarize(study, sweep_dir)
+    summarize(study, str(sweep_dir))
+
+
+def ask(study: optuna.Study, space: dict[str, BaseDistribution], sweep_dir: Path) -> optuna.Trial:
+    """The study's next trial (a failed trial's rerun first), recorded with its sweeper and
+    its job folder."""
+    with warnings.catch_warnings():  # nnlab beats the heartbeats itself (heartbeats())
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with")
+        trial = study.ask(space)
+    trial.set_user_attr(WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
+    trial.set_user_attr(FOLDER, str(sweep_dir / str(trial.number)))
+    return trial
+
+
+def fail(study: optuna.Study, trial: Any, why: str) -> None:
+    """Marks a running trial FAIL (`why` in its user attribute "error") and its job folder's
+    results.json "interrupted", unless the job wrote its own."""
+    optuna.trial.Trial(study, stored_trial_id(trial)).set_user_attr("error", why)
+    study.tell(trial.number, state=TrialState.FAIL)
+    folder = trial.user_attrs.get(FOLDER)
+    if folder:
+        note = f"{why}: trial {trial.number} stopped before its job ended; it runs again"
+        mark_results_interrupted(folder, note)
+        remove_stale_lock(folder)
+
+
+@contextlib.contextmanager
+def heartbeats(storage: Any, trials: list[optuna.Trial], interval: int | None) -> Iterator[None]:
+    """While the block runs, records a heartbeat of each trial every `interval` s in the
+    storage (from a thread: the jobs may run in this process), so that a run of the study on
+    another machine can tell these trials from those of a sweeper that died."""
+    if storage is None or not interval:
+        yield
+        return
+    ids = [stored_trial_id(trial) for trial in trials]
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in ids:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception as e:  # a busy database: the next beat may pass
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, e)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="nnlab-optuna-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def recover(study: optuna.Study) -> None:
+    """Settles the trials an earlier sweeper left RUNNING when it died: those of a dead process
+    on this machine, and (with heartbeats) those whose heartbeat stopped, on any machine. A
+    trial whose job had written results.json is told its value; the others are FAIL. Then
+    every FAIL trial not yet rerun is enqueued again with its parameters (the next asked)."""
+    host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        worker = trial.user_attrs.get(WORKER) or {}
+        if worker.get("host") == host and not process_alive(worker.get("pid")):
+            settle(study, trial, f"its sweeper (pid {worker.get('pid')}) died")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # heartbeats (none without heartbeat_interval)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    for trial in running:
+        if states[trial.number] == TrialState.FAIL and FOLDER in trial.user_attrs:
+            mark_results_interrupted(trial.user_attrs[FOLDER], "its heartbeat stopped")
+    trials = study.get_trials(deepcopy=False)
+    rerun = {t.user_attrs.get(RETRY_OF) for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.number not in rerun and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+            log.info("Trial %d failed unevaluated: it runs again as a new trial", trial.number)
+
+
+def settle(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
+    """Tells the study how a trial whose sweeper died ended: by its job's results.json when
+    the job finished (its value; pruned where the pruner stopped it), else FAIL."""
+    folder = trial.user_attrs.get(FOLDER)
+    results = read_results(folder) if folder else None
+    if results is None or results.get("status") in (None, "interrupted"):
+        fail(study, trial, why)
+        return
+    pruned_at = trial.user_attrs.get(PRUNED_AT)
+    if pruned_at is not None:
+        study.tell(trial.number, state=TrialState.PRUNED)
+        mark_results_pruned(folder, pruned_at)
+        return
+    worst = worst_value(study.direction.name.lower())
+    try:
+        value = float(results.get("value"))
+    except (TypeError, ValueError):
+        value = worst
+    study.tell(trial.number, value if math.isfinite(value) else worst)
+    log.info("Trial %d finished before its sweeper died: told %s", trial.number, value)
+
+
+def check_sweep_folder(study: optuna.Study, sweep_dir: Path) -> None:
+    """Refuses a sweep folder holding job folders that are not this study's trials (the study
+    was deleted and started anew, or another study's folder was named): its new trials would
+    reuse their folders."""
+    if not sweep_dir.is_dir():
+        return
+    jobs = [p for p in sweep_dir.iterdir() if p.name.isdigit() and (p / ".hydra").is_dir()]
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    foreign = sorted(
+        int(p.name)
+        for p in jobs
+        if int(p.name) not in trials or trials[int(p.name)].user_attrs.get(FOLDER, str(p)) != str(p)
+    )
+    if foreign:
+        numbers = ", ".join(map(str, foreign))
+        raise SystemExit(
+            f"error: hydra.sweep.dir={sweep_dir} holds job folders ({numbers}) "
+            f"that are not trials of study {study.study_name!r} in its storage: pick another "
+            "hydra.sweep.dir or hydra.sweeper.study_name, or move those folders away"
+        )
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, pruned_at: int | None) -> None:

@@ -5,8 +5,9 @@ storage fails on SQLAlchemy 2 (AssertionError reading the schema version), and i
 a pruned trial. This sweeper keeps its interface (`params` in Hydra's override grammar, sampler,
 direction, storage, study_name, n_trials, n_jobs) on current Optuna and adds: a pruner, fed by
 the jobs' validation curves (nnlab.sweeps.pruning); n_trials counted over the whole study, so
-rerunning a command resumes its study (trials cut short by Ctrl-C are marked FAIL and run
-anew); a failed job told as the study's worst value.
+rerunning a command resumes its study (trials cut short by Ctrl-C, or left running by a
+sweeper that was killed, are marked FAIL and run again with the same parameters); a job folder
+per trial number; a failed job told as the study's worst value.
 
 Hydra accepts plugins only under the hydra_plugins package and imports every plugin module at
 each start, so this module imports no optuna (`--cfg job` stays fast); _search.py does."""
@@ -35,6 +36,8 @@ class OptunaSweeper(Sweeper):
         sampler: Any,
         pruner: Any,
         params: DictConfig | None,
+        heartbeat_interval: int | None = 10,
+        grace_period: int | None = None,
     ) -> None:
         self.direction = direction
         self.storage = storage
@@ -44,6 +47,8 @@ class OptunaSweeper(Sweeper):
         self.sampler = sampler
         self.pruner = pruner
         self.params = params
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

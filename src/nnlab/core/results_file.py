@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +30,45 @@ def _finite(value: Any) -> Any:
 
 
 def write_results_file(folder: str | Path, results: dict[str, Any]) -> Path:
-    """Writes `folder`/results.json atomically: a reader never sees a half-written file."""
+    """Writes `folder`/results.json atomically (a reader never sees a half-written file), with
+    the permissions of every other file the run writes (0666 less the umask)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".results.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(_finite(results), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, folder / RESULTS)
+    tmp = folder / f".results.{secrets.token_hex(6)}.json"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_finite(results), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, folder / RESULTS)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return folder / RESULTS
 
 
-def read_results(folder: str | Path) -> dict[str, Any] | None:
-    """`folder`'s results.json, or None when it has none (or an unreadable one: not written
-    yet, or being replaced)."""
+def read_results(folder: str | Path, strict: bool = False) -> dict[str, Any] | None:
+    """`folder`'s results.json, or None when it has none (or, unless `strict`, an unreadable
+    one). strict: a results.json that is there but no JSON object raises ValueError saying so
+    (a sweep's report tells a corrupt file from a job still running)."""
+    path = Path(folder) / RESULTS
     try:
-        return json.loads((Path(folder) / RESULTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:
+        if strict:
+            raise ValueError(f"{RESULTS} cannot be read: {e}") from None
+        return None
+    try:
+        results = json.loads(text)
+    except ValueError as e:
+        if strict:
+            raise ValueError(f"{RESULTS} is corrupt (not JSON: {e})") from None
+        return None
+    if not isinstance(results, dict):
+        if strict:
+            kind = type(results).__name__
+            raise ValueError(f"{RESULTS} is corrupt (a JSON {kind}, not an object)")
+        return None
+    return results

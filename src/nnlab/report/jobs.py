@@ -14,8 +14,8 @@ import yaml
 from nnlab.core.results_file import read_results
 
 # The states a job row can be in: results.json's status, or UNKNOWN without one (still running,
-# or stopped before it could write one).
-DONE, FAILED, DIVERGED, UNKNOWN = "done", "failed", "diverged", "unknown"
+# or stopped before it could write one), or CORRUPT for one that cannot be read.
+DONE, FAILED, DIVERGED, UNKNOWN, CORRUPT = "done", "failed", "diverged", "unknown", "corrupt"
 
 
 @dataclass
@@ -116,7 +116,10 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
         if not overrides_file.is_file():
             continue
         overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
-        results = read_results(folder) or {}
+        try:
+            results = read_results(folder, strict=True) or {}
+        except ValueError as e:  # there, but unreadable: not a job still running
+            results = {"status": CORRUPT, "error": str(e)}
         jobs.append(Job(folder.name, folder, parse_overrides(overrides), results))
     return jobs
 

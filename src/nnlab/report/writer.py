@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnlab.report.jobs import (
+    CORRUPT,
     DIVERGED,
     DONE,
     FAILED,
@@ -34,6 +35,7 @@ class Summary:
     diverged: int
     unknown: int
     report: Path
+    corrupt: int = 0
 
     @property
     def line(self) -> str:
@@ -41,6 +43,8 @@ class Summary:
         (and how many have no results yet, when some have none)."""
         jobs = f"{self.jobs} job{'s' * (self.jobs != 1)}"
         unknown = f", {self.unknown} without results" if self.unknown else ""
+        if self.corrupt:
+            unknown += f", {self.corrupt} with a corrupt results.json"
         return (
             f"sweep: {jobs}, {self.failed} failed, {self.diverged} diverged{unknown}"
             f" — report: {self.report}"
@@ -92,4 +96,5 @@ def write_report(sweep_dir: str | Path) -> Summary:
     )
     report = sweep_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Summary(len(jobs), n[DONE], n[FAILED], n[DIVERGED], n[UNKNOWN], report)
+    corrupt = n.get(CORRUPT, 0)
+    return Summary(len(jobs), n[DONE], n[FAILED], n[DIVERGED], n[UNKNOWN], report, corrupt)

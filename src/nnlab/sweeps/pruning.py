@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from optuna.trial import TrialState
 
-from nnlab.sweeps import PRUNED_AT, TRIAL_NUMBER, open_storage
+from nnlab.sweeps import PRUNED_AT, TRIAL_NUMBER, open_storage, stored_trial_id
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def job_trial() -> optuna.trial.Trial | None:
     )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number == int(number):
-            # Optuna has no public id of a stored trial; _trial_id is what Trial takes.
-            return optuna.trial.Trial(study, trial._trial_id)
+            return optuna.trial.Trial(study, stored_trial_id(trial))
     log.warning("trial %s of study %s is not running: no pruning", number, study.study_name)
     return None
 
