@@ -154,7 +154,7 @@ def draw(run: Run, frame: Any, trained: dict[str, dict[str, Any]], width: int, n
     fig, axes = run.figure("constant_init", ncols=2, size=(4.6, 3.6))
     for ax, (init, result) in zip(axes, trained.items(), strict=True):
         image = ax.imshow(result["weights"].numpy(), cmap="coolwarm", aspect="auto")
-        fig.colorbar(image, ax=ax)
+        fig.colorbar(image, ax=ax, label="weight value")
         spread = result["row_spread"]
         ax.set_title(f"init={init}: W₁ after training\nmax |row − row₀| = {spread:.1e}", fontsize=9)
         ax.set(xlabel="input pixel", ylabel="hidden unit")

@@ -119,9 +119,10 @@ def likelihood_minimizers(run: Run, y: torch.Tensor) -> dict[str, float]:
             c = curves[name]
             style = {"lw": 3, "alpha": 0.5} if i == 0 else {"ls": "--"}
             ax.plot(grid, (c - c.min()) / (c.max() - c.min()), color=f"C{i}", label=name, **style)
-            ax.axvline(grid[c.argmin()], color=f"C{i}", ls="--", lw=1)
-        ax.axvline(value, color="k", ls=":", label=f"{stat} of y")
-        ax.set(xlabel="constant prediction c", ylabel="loss, rescaled to [0, 1]")
+            best = grid[c.argmin()].item()
+            ax.axvline(best, color=f"C{i}", ls="--", lw=1, label=f"argmin {name}: {best:.3f}")
+        ax.axvline(value, color="k", ls=":", label=f"{stat} of y: {value:.3f}")
+        ax.set(xlabel="constant prediction c (units of y)", ylabel="loss, rescaled to [0, 1]")
         ax.set_title(f"{loss} and {nll}: same minimizer", fontsize=10)
         ax.legend(fontsize=8)
     run.save("likelihood")

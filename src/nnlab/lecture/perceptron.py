@@ -137,8 +137,11 @@ def draw_mistakes(
         curves[label] = curves.pop("XOR (4 corners)")
     curves |= {"separable data": on_data["separable"], "noisy XOR data": on_data["xor"]}
     _, (ax,) = run.figure("mistakes", size=(6.5, 4.0))
-    for label, mistakes in curves.items():
-        ax.plot(range(1, len(mistakes) + 1), mistakes, marker="o", ms=3, label=label)
+    # Distinct markers and styles: curves that share points (AND and OR early on) stay visible.
+    styles = zip("os^Dv", ["-", "--", "-", "-.", ":"], [7, 5, 5, 4, 4], strict=True)
+    for (label, mistakes), (marker, ls, ms) in zip(curves.items(), styles, strict=True):
+        epochs = range(1, len(mistakes) + 1)
+        ax.plot(epochs, mistakes, marker=marker, ls=ls, ms=ms, mfc="none", label=label)
     ax.set_yscale("symlog", linthresh=1)
     ax.set(xlabel="epoch", ylabel="mistakes in the epoch (symlog)")
     ax.xaxis.get_major_locator().set_params(integer=True)
