@@ -90,6 +90,16 @@ def test_mse_efficient_under_gaussian_l1_under_laplace(claim):
     wrote(result)
 
 
+def test_efficiency_figure_draws_the_estimates(claim):
+    """Each scatter panel's points are the fitted (ŵ, b̂) of its noise, MSE's then L1's."""
+    result = claim("mle_efficiency")
+    frame = result.frames["estimates"]
+    for ax, kind in zip(result.plots["efficiency"].axes[:2], ("Gaussian", "Laplace"), strict=True):
+        for points, loss in zip(ax.collections, ("mse", "l1"), strict=True):
+            part = frame[(frame.noise == kind) & (frame.loss == loss)]
+            np.testing.assert_allclose(points.get_offsets(), part[["w", "b"]].to_numpy())
+
+
 def test_cramer_rao_bound_and_laplace_noise():
     x = torch.linspace(-1, 1, 30, dtype=torch.float64)[:, None]
     design = torch.cat([x, torch.ones_like(x)], dim=1)
@@ -171,6 +181,20 @@ def test_learning_rate_paths_and_ravine(claim):
     assert max(reach[momentum], reach[adam]) < reach[sgd]
     assert result.held and set(result.figures) == {"lr_paths", "ravine"}
     wrote(result)
+
+
+def test_optimizer_figures_draw_the_paths(claim):
+    result = claim("optimizers")
+    paths = result.frames["lr_paths"]
+    for ax, (lr, path) in zip(result.plots["lr_paths"].axes[:3], paths.groupby("lr"), strict=True):
+        (line,) = [x for x in ax.get_lines() if x.get_label() == f"gradient descent, lr {lr:g}"]
+        np.testing.assert_allclose(line.get_xydata(), path[["w1", "w2"]].to_numpy())
+    ravine = result.frames["ravine"]
+    panel = result.plots["ravine"].axes[0]
+    for label in RAVINE_OPTIMIZERS:
+        (line,) = [x for x in panel.get_lines() if x.get_label().startswith(f"{label} (")]
+        expected = ravine[ravine.optimizer == label][["w1", "w2"]].to_numpy()
+        np.testing.assert_allclose(line.get_xydata(), expected)
 
 
 def test_paths_are_the_configs_optimizer_steps():

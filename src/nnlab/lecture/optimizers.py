@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 
 from nnlab.core.hydra import instantiate_config
 from nnlab.lecture.fitting import compose_config
@@ -86,10 +87,12 @@ def contours(ax: Axes, a: torch.Tensor, box: tuple[float, float, float, float]) 
     ax.set(xlim=box[:2], ylim=box[2:], xlabel="weight w₁", ylabel="weight w₂", aspect="equal")
 
 
-def draw_path(ax: Axes, path: pd.DataFrame, label: str, color: str) -> None:
+def draw_path(ax: Axes, path: pd.DataFrame, label: str, color: str) -> Line2D:
+    """Draws a path (its finite steps) and its start; returns the path's line."""
     finite = path[np.isfinite(path.loss)]
-    ax.plot(finite.w1, finite.w2, "-o", ms=3, lw=1.2, color=color, label=label)
+    (line,) = ax.plot(finite.w1, finite.w2, "-o", ms=3, lw=1.2, color=color, label=label)
     ax.plot(finite.w1.iloc[0], finite.w2.iloc[0], "s", ms=7, color=color, mfc="white", zorder=3)
+    return line
 
 
 def learning_rates(run: Run, lrs: tuple[float, float, float], steps: int) -> dict[str, Any]:
@@ -99,14 +102,18 @@ def learning_rates(run: Run, lrs: tuple[float, float, float], steps: int) -> dic
     paths = {lr: descend(BOWL, BOWL_START, steps, "sgd", lr=lr) for lr in lrs}
     run.table("lr_paths", pd.concat([p.assign(lr=lr) for lr, p in paths.items()]))
 
-    fig, axes = run.figure("lr_paths", ncols=4, size=(4.0, 4.0))
+    fig, axes = run.figure("lr_paths", ncols=4, size=(4.0, 4.4))
     names = ("too small", "right", "too big")
     final = {lr: float(p.loss.iloc[-1]) for lr, p in paths.items()}
+    lines = []
     for i, (ax, lr, name) in enumerate(zip(axes[:3], lrs, names, strict=True)):
-        contours(ax, BOWL, (-4, 4, -4, 4))
-        draw_path(ax, paths[lr], f"gradient descent, lr {lr:g}", f"C{i}")
+        finite = paths[lr][np.isfinite(paths[lr].loss)]
+        reach = max(4.0, 1.1 * float(finite[["w1", "w2"]].abs().to_numpy().max()))
+        contours(ax, BOWL, (-reach, reach, -reach, reach))  # the whole path in view
+        lines.append(draw_path(ax, paths[lr], f"gradient descent, lr {lr:g}", f"C{i}"))
         ax.set_title(f"lr {lr:g} ({name}): f after {steps} steps = {final[lr]:.2g}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+    markers = axes[0].get_legend_handles_labels()[0][:2]  # start, minimum
+    fig.legend(handles=markers + lines, loc="outside lower center", ncols=5, fontsize=8)
     curve = axes[3]
     for i, (lr, name) in enumerate(zip(lrs, names, strict=True)):
         curve.plot(
