@@ -118,6 +118,10 @@ def on_pre_build(config: Any) -> None:
     (work / "notebooks").mkdir(parents=True)
     if os.environ.get("NNLAB_DOCS_FULL") != "1":
         os.environ["NNLAB_NOTEBOOK_FAST"] = "1"  # the notebooks' kernels inherit it
+    # tqdm.auto's note that ipywidgets is missing would be printed on the pages: the site shows
+    # no progress bar either way.
+    filters = [os.environ.get("PYTHONWARNINGS", ""), "ignore:IProgress not found"]
+    os.environ["PYTHONWARNINGS"] = ",".join(f for f in filters if f)
     jobs = int(os.environ.get("NNLAB_DOCS_JOBS", os.cpu_count() or 1))
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

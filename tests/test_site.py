@@ -133,8 +133,9 @@ def pages(site: Path) -> list[str]:
     return sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html"))
 
 
-@pytest.mark.slow
-def test_site_has_every_part(site: Path) -> None:
+def check_parts(site: Path) -> None:
+    """The home page, the course's pages with their Colab badges and exercises, the lecture
+    report with every figure, the guides and the API reference."""
     found = set(pages(site))
     assert "index.html" in found and "lecture/index.html" in found
     assert {f"notebooks/{nb.stem}/index.html" for nb in NOTEBOOKS} <= found
@@ -180,9 +181,13 @@ def test_notebooks_install_nnlab_on_colab_from_the_repository() -> None:
 
 
 @pytest.mark.slow
-def test_every_page_loads_with_its_images_and_no_console_error(
+# The build runs the seven notebooks and every study: minutes, more on a busy machine.
+@pytest.mark.timeout(2400)
+def test_site_builds_with_every_part_and_every_page_works_in_a_browser(
     site: Path, server: str, browser: object
 ) -> None:
+    """One test, so that pytest-xdist builds the site once."""
+    check_parts(site)
     driver = browser
     problems: list[str] = []
     checked = 0
