@@ -10,7 +10,7 @@ ARGS ?=
 # One pytest worker per core (pytest-xdist): most tests wait on subprocesses or small fits.
 PYTEST_ARGS ?= -n auto
 
-.PHONY: help setup train test lint clean
+.PHONY: help setup train test lint clean docs
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -20,10 +20,10 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
-	$(BIN)/python -m pip install -e ".[test,sweeps,mlflow]"
+	$(BIN)/python -m pip install -e ".[test,sweeps,mlflow,docs]"
 	touch $@
 
-setup: $(VENV)/.installed  ## Create .venv and install nnlab with its test, sweeps and mlflow extras
+setup: $(VENV)/.installed  ## Create .venv and install nnlab with its test, sweeps, mlflow and docs extras
 
 train: setup  ## Train (the default config; pass overrides as ARGS="model=mlp ...")
 	$(BIN)/python train.py $(ARGS)
@@ -33,6 +33,9 @@ test: setup  ## Lint, check the layer map, run the test suite
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+docs: setup  ## Build the course site into build/site, strictly (docs/site.md)
+	$(BIN)/python -m mkdocs build --strict
 
 lint: setup  ## Fix lint and formatting in place
 	$(BIN)/python -m ruff check --fix .
