@@ -79,6 +79,7 @@ def test_mse_efficient_under_gaussian_l1_under_laplace(claim):
     ratio = result.numbers["variance_over_bound"]
     tolerance = 4 * math.sqrt(2 / result.numbers["replicates"])
     assert ratio["Gaussian"]["mse"] == pytest.approx(1.0, abs=tolerance)  # attains the bound
+    assert result.numbers["covariance_gap"] < tolerance  # σ²·(XᵀX)⁻¹, off-diagonal too
     assert ratio["Gaussian"]["l1"] > 1.25 * ratio["Gaussian"]["mse"]
     assert ratio["Laplace"]["mse"] == pytest.approx(2.0, abs=2 * tolerance)
     assert ratio["Laplace"]["l1"] < 0.75 * ratio["Laplace"]["mse"]
