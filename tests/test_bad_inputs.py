@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -523,3 +524,88 @@ def test_what_hydra_refuses_while_composing_is_its_own_message_without_a_traceba
     assert proc.returncode == 1 and message in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "logs").exists()
+
+
+# -- predict.py: inputs and outputs it refuses (real processes, a real trained checkpoint) ------
+PREDICT_CASES = [
+    ("output={points}", "output={points} is the input (input={points}): give another output"),
+    ("output={points} overwrite=true", "output={points} is the input"),
+    ("input={pictures} output={pictures}/p.csv", "is inside the input folder (input={pictures})"),
+    ("output={old}", "output={old}: {old} exists; set overwrite=true to replace it"),
+    ("output={ckpt} overwrite=true", "output={ckpt} is the checkpoint (ckpt_path={ckpt})"),
+    ("output={ckpt_dir}/p.csv", "output={ckpt_dir}/p.csv is in the checkpoints folder"),
+    ("output=/dev/full", "/dev/full is a character device, not a regular file"),
+    ("output=/dev/full overwrite=true", "/dev/full is a character device, not a regular file"),
+    ("output={notes}/p.csv", "output={notes}/p.csv: {notes} is a file, not a folder"),
+    ("output=", "output must be a file or a folder, or null (the run folder)"),
+    ("overwrite=maybe", "overwrite must be true or false, got 'maybe'"),
+    ("input={pipe}", "input={pipe} is a FIFO (named pipe), not a regular file"),
+    ("input={header}", "input={header} holds no inputs (no rows)"),
+    ("input={none_npy}", "input={none_npy} holds no inputs (no rows)"),
+    ("input={text_npy}", "input={text_npy} holds text (dtype <U3)"),
+    ("input={complex_npy}", "input={complex_npy} holds complex numbers (dtype complex128)"),
+    ("input={bool_npy}", "input={bool_npy} holds booleans (dtype bool)"),
+    ("input={object_npy}", "input={object_npy} holds Python objects (dtype object)"),
+    ("input={big_npy}", "holds integers up to 4,611,686,018,427,387,904 (dtype int64), beyond"),
+]
+
+
+@pytest.fixture(scope="module")
+def xor_ckpt(tmp_path_factory) -> Path:
+    """A real checkpoint: train.py's best.ckpt after one epoch on XOR (2 numbers per input)."""
+    folder = tmp_path_factory.mktemp("xor")
+    run_script(
+        "train.py", "data=xor", "logger=none", "diagnostics=none", "trainer.max_epochs=1",
+        "model.hidden_sizes=[4]", "hydra.run.dir=run", cwd=folder,
+    )  # fmt: skip
+    return folder / "run" / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture
+def predict_files(tmp_path: Path, xor_ckpt: Path) -> dict[str, str]:
+    """The user's files the predict cases name: inputs of every refused kind, an earlier
+    output, a text file, a folder of pictures; and the checkpoint."""
+    from PIL import Image
+
+    made = tmp_path / "mine"
+    (made / "pictures").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(made / "pictures" / "a.png")
+    (made / "points.csv").write_text("x1,x2\n0,1\n1,0\n")
+    (made / "header.csv").write_text("x1,x2\n")
+    (made / "old.csv").write_text("precious\n")
+    (made / "notes.txt").write_text("not a folder\n")
+    os.mkfifo(made / "pipe.csv")  # a reader would wait for a writer forever
+    arrays = {
+        "none_npy": np.zeros((0, 2), np.float32),
+        "text_npy": np.array([["abc", "d"]]),
+        "complex_npy": np.ones((3, 2), complex),
+        "bool_npy": np.ones((3, 2), bool),
+        "big_npy": np.array([[1, 2**62]], np.int64),
+    }
+    for name, array in arrays.items():
+        np.save(made / f"{name}.npy", array)
+    np.save(made / "object_npy.npy", np.array([[1, "x"]], object), allow_pickle=True)
+    names = ("points.csv", "header.csv", "old.csv", "notes.txt", "pipe.csv", "pictures")
+    return {
+        **{name.split(".")[0]: str(made / name) for name in names},
+        **{name: str(made / f"{name}.npy") for name in [*arrays, "object_npy"]},
+        "ckpt": str(xor_ckpt),
+        "ckpt_dir": str(xor_ckpt.parent),
+    }
+
+
+@pytest.mark.parametrize(("args", "message"), PREDICT_CASES, ids=[a for a, _ in PREDICT_CASES])
+def test_predict_refuses_with_one_error_line_and_leaves_nothing(
+    tmp_path, xor_ckpt, predict_files, args, message
+):
+    mine, checkpoints = snapshot(tmp_path / "mine"), snapshot(xor_ckpt.parent)
+    args = fill(args, predict_files).split(" ")
+    if not any(a.startswith("input=") for a in args):
+        args.append(f"input={predict_files['points']}")
+    proc = run_script(
+        "predict.py", f"ckpt_path={xor_ckpt}", *args, cwd=tmp_path, check=False, timeout=240
+    )
+    assert fill(message, predict_files) in only_error_line(proc)
+    # The user's files as they were (none added: no output, no temporary file), no run folder.
+    assert snapshot(tmp_path / "mine") == mine and snapshot(xor_ckpt.parent) == checkpoints
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "mine" not in p.parts]
