@@ -76,6 +76,7 @@ def image_batch(run: Run) -> tuple[dict[str, float], Rows]:
     _, axes = run.figure("flatten", ncols=2, size=(4.5, 3.6))
     axes[0].imshow(x[0, 0].numpy(), cmap="gray_r")
     axes[0].set_title(f"one image of the batch {tuple(x.shape)}", fontsize=9)
+    axes[0].set(xlabel="pixel column", ylabel="pixel row")
     axes[1].imshow(flat.numpy(), cmap="gray_r", aspect="auto", interpolation="nearest")
     axes[1].set_title(f"the batch flattened: X {tuple(flat.shape)}", fontsize=9)
     axes[1].set(xlabel="pixel (row by row)", ylabel="sample")
@@ -140,18 +141,27 @@ def xor_fits(run: Run) -> dict[str, Fit]:
         DEEP_TANH: (hidden, "activation=tanh"),
     }
     fits = {}
-    _, (ax,) = run.figure("training", size=(6.0, 4.0))
-    for name, overrides in models.items():
+    fig, (ax,) = run.figure("training", size=(6.0, 4.6))
+    # The two linear models' curves lie on each other at ln 2: a wide pale line under a dashed
+    # one with markers, and an inset zoomed on them.
+    zoom = ax.inset_axes((0.45, 0.4, 0.5, 0.3))
+    styles = ({"lw": 5, "alpha": 0.4}, {"ls": "--", "marker": "o", "ms": 3}, {"lw": 1.5})
+    for (name, overrides), style in zip(models.items(), styles, strict=True):
         cfg = compose_config(
             f"seed={run.seed}", "data=xor", *overrides, "init=xavier_normal", "optimizer.lr=0.02"
         )
         fits[name] = fit(cfg, run.size(25, 60), validate=False)
         history = fits[name].history
-        ax.plot(history.epoch, history["train/loss"], label=name)
-    ax.axhline(math.log(2), color="gray", ls=":", label="ln 2: predicting ½ everywhere")
-    ax.set(xlabel="epoch", ylabel="training loss (BCE, epoch mean)", yscale="log")
+        ax.plot(history.epoch, history["train/loss"], label=name, **style)
+        if name != DEEP_TANH:
+            zoom.plot(history.epoch, history["train/loss"], **style)
+    for a in (ax, zoom):
+        a.axhline(math.log(2), color="gray", ls=":", label="ln 2: predicting ½ everywhere")
+    zoom.set_title("zoom on the two linear models", fontsize=8)
+    zoom.tick_params(labelsize=7)
+    ax.set(xlabel="epoch", ylabel="training loss (BCE, nats, epoch mean; log scale)", yscale="log")
     ax.set_title("XOR: a deep linear network is still one linear map")
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     run.save("training")
     run.table(
         "training",
