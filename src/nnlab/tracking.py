@@ -9,6 +9,11 @@ W&B runs carry:
 - job_type: the task name (train, eval);
 - config: the resolved config flattened to dotted keys (`model.hidden_sizes`, the same spelling as
   a command-line override) plus `choices.<group>` for grouping and filtering by option.
+
+MLflow runs (logger=mlflow, `MLflowLogger`) carry the same name, the groups as tags
+(`data: digits`, ...), the flattened config as params, the per-epoch metrics, and at the end the
+config, results.json and the diagnostics figures as artifacts (the best checkpoint on request);
+in a local store under logs/mlflow by default, or on a tracking server.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
+from nnlab.core.results_file import RESULTS, read_results
 from nnlab.speed.lightning import CSVLoggerWriter, wandb_init_args, wandb_run
 
 log = logging.getLogger(__name__)
@@ -187,33 +193,160 @@ def _without_anonymous(logger: WandbLogger) -> WandbLogger:
 
 
 def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
-    """The loggers of the `logger` group; W&B ones through `build_wandb_logger`."""
+    """The loggers of the `logger` group; W&B and MLflow ones named and tagged from the run's
+    choices (`build_wandb_logger`, `build_mlflow_logger`)."""
     group = cfg.get("logger")
     if not group:
         return []
-    return [
-        build_wandb_logger(c, cfg) if _is_wandb(c) else instantiate(c, _convert_="all")
-        for c in group.values()
-        if c and "_target_" in c
-    ]
+    loggers = []
+    for c in group.values():
+        if not (c and "_target_" in c):
+            continue
+        if _is_wandb(c):
+            loggers.append(build_wandb_logger(c, cfg))
+        elif issubclass(get_class(c["_target_"]), MLflowLogger):
+            loggers.append(build_mlflow_logger(c, cfg))
+        else:
+            loggers.append(instantiate(c, _convert_="all"))
+    return loggers
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Sends the resolved config to every logger: flattened (with the group choices) for W&B,
-    where dotted keys are searchable; nested elsewhere."""
+    """Sends the resolved config to every logger: flattened (with the group choices) for W&B
+    and MLflow, where dotted keys are searchable; nested elsewhere."""
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger | MLFlowLogger):
             logger.log_hyperparams(tracked_config(cfg, hydra_choices()))
         else:
             logger.log_hyperparams(config)
 
 
+# -- MLflow ------------------------------------------------------------------------------------
+MLFLOW_INSTALL = "pip install 'nnlab[mlflow]'"
+# Tries and seconds per request to a tracking server while a run starts (MLflow's own defaults,
+# 7 tries with backoff and 120 s, wait minutes on a wrong URI before saying anything).
+MLFLOW_START_RETRIES, MLFLOW_START_TIMEOUT_S = "2", "20"
+
+
+class MLflowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger whose run ends when nnlab's run ends (Lightning's would end it
+    after fitting, before the best checkpoint is evaluated), then holding the run folder's
+    config, results.json and diagnostics (figures and CSVs) as artifacts, and the best
+    checkpoint when `log_checkpoint`.
+
+    tracking_uri: a tracking server (http://host:5000) or any MLflow store URI; null:
+    MLFLOW_TRACKING_URI if set, else a local SQLite store in `local_dir` (mlflow.db, artifacts
+    beside it): `mlflow ui --backend-store-uri sqlite:///<local_dir>/mlflow.db` shows it."""
+
+    def __init__(
+        self,
+        experiment_name: str = "nnlab",
+        tracking_uri: str | None = None,
+        local_dir: str = "logs/mlflow",
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        run_dir: str | None = None,
+        log_checkpoint: bool = False,
+    ) -> None:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        artifacts = None  # the server's (or the store's) own artifact location
+        if not uri:
+            store = Path(local_dir).resolve()
+            store.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{store / 'mlflow.db'}"
+            artifacts = (store / "artifacts").as_uri()
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            tags=tags,
+            artifact_location=artifacts,
+        )
+        self.run_dir = run_dir
+        self.log_checkpoint = log_checkpoint
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._tracking_uri
+
+    def finalize(self, status: str) -> None:
+        """Lightning calls this after fitting (and after each test): the run goes on until
+        `close`."""
+
+    def close(self, exit_code: int) -> None:
+        """Uploads the run folder's artifacts and ends the run: FINISHED, or FAILED for a
+        non-zero `exit_code`. A failed upload is warned about; the run still ends."""
+        if not self._initialized:
+            return
+        try:
+            if self.run_dir:
+                self._upload(Path(self.run_dir))
+        except Exception as e:  # the server went away, a full disk: the training still counts
+            log.warning("MLflow: uploading the run's artifacts failed: %s", e)
+        self.experiment.set_terminated(self.run_id, "FINISHED" if exit_code == 0 else "FAILED")
+        log.info("MLflow run %s (%s) at %s", self._run_name, self.run_id, self._tracking_uri)
+
+    def _upload(self, run_dir: Path) -> None:
+        client, run_id = self.experiment, self.run_id
+        for name in (RESULTS, "config_tree.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name), "run")
+        if (run_dir / "diagnostics").is_dir():
+            client.log_artifacts(run_id, str(run_dir / "diagnostics"), "diagnostics")
+        ckpt = (read_results(run_dir) or {}).get("ckpt_path")
+        if self.log_checkpoint and ckpt and Path(ckpt).is_file():
+            client.log_artifact(run_id, ckpt, "checkpoints")
+
+
+def build_mlflow_logger(logger_cfg: DictConfig, cfg: DictConfig) -> MLflowLogger:
+    """An MLflowLogger named and tagged from the run's choices (tags `data`, `model`, ...,
+    `sweep` in a multirun), with its run started now on rank 0: a server that cannot be
+    reached is one error before training, not a failure after it."""
+    options = OmegaConf.to_container(logger_cfg, resolve=True)
+    identity = hydra_identity(cfg)
+    if options.get("run_name") is None:
+        options["run_name"] = identity["name"]
+    tags = dict(tag.split("=", 1) for tag in identity["tags"])
+    tags["job_type"] = identity["job_type"]
+    if identity["group"]:
+        tags["sweep"] = identity["group"]
+    options["tags"] = {**tags, **(options.get("tags") or {})}
+    cls = get_class(options.pop("_target_"))
+    try:
+        logger = cls(**options)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"logger=mlflow needs the mlflow package: {MLFLOW_INSTALL}") from e
+    if rank_zero_only.rank != 0:
+        return logger
+    limits = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": MLFLOW_START_RETRIES,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": MLFLOW_START_TIMEOUT_S,
+    }
+    saved = {k: os.environ.get(k) for k in limits}
+    os.environ.update({k: v for k, v in limits.items() if saved[k] is None})
+    try:
+        run_id = logger.run_id  # creates the experiment (if new) and the run
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"logger.mlflow: cannot start a run at tracking_uri {logger.tracking_uri} "
+            f"({reason}); check the server, or unset MLFLOW_TRACKING_URI and "
+            "logger.mlflow.tracking_uri for the local store"
+        ) from e
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+    log.info("MLflow run %r (%s) at %s", options["run_name"], run_id, logger.tracking_uri)
+    return logger
+
+
 # -- finishing ---------------------------------------------------------------------------------
 @rank_zero_only
 def finish(loggers: list[Logger], exit_code: int) -> None:
-    """Finishes W&B runs with `exit_code` (W&B marks non-zero as failed) and flushes the others.
-    For offline runs, prints the command that uploads them."""
+    """Finishes W&B and MLflow runs with `exit_code` (non-zero marks them failed) and flushes
+    the others. For offline W&B runs, prints the command that uploads them."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             run = wandb_run(logger)
@@ -225,6 +358,8 @@ def finish(loggers: list[Logger], exit_code: int) -> None:
                 msg = f"W&B run saved offline; upload it with:  wandb sync {sync_dir}"
                 log.info(msg)
                 print(msg, flush=True)
+        elif isinstance(logger, MLflowLogger):
+            logger.close(exit_code)
         else:
             logger.save()
 
