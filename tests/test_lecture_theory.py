@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnlab.core import ConfigError
 from nnlab.lecture import Claim, run_claim
 from nnlab.lecture.estimation import LINE_GAP, SIGMA, cramer_rao, fit_replicates, noise
 from nnlab.lecture.optimizers import BOWL, RAVINE, RAVINE_OPTIMIZERS, descend
@@ -215,3 +216,22 @@ def test_paths_are_the_configs_optimizer_steps():
     path = descend(RAVINE, (-4.5, 1.0), 1, "adam", lr=0.3)
     np.testing.assert_allclose(path[["w1", "w2"]].iloc[1], [-4.2, 0.7], atol=1e-6)
     assert path.loss.iloc[0] == pytest.approx(0.5 * (0.1 * 4.5**2 + 10 * 1.0))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("optimizers", {"lrs": [0.5, 0.1, 1.0]}, "lrs=.* three learning rates > 0, increasing"),
+        ("optimizers", {"steps": 0}, "steps=0 is not valid; an int >= 1"),
+        ("mle_efficiency", {"n": 2}, "n=2 is not valid; an int >= 3"),
+        ("mle_efficiency", {"replicates": 1.5}, "replicates=1.5 is not valid"),
+        ("mle_conditions", {"sizes": [10, "many"]}, "sizes=.* each an int >= 3"),
+        ("mle_conditions", {"starts": 1}, "starts=1 is not valid; an int >= 2"),
+        ("gradient_flow", {"depth": 1}, "depth=1 is not valid; an int >= 2"),
+        ("gradient_flow", {"width": True}, "width=True is not valid"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(tmp_path, name, options, message):
+    with pytest.raises(ConfigError, match=message):
+        run_claim(name, fast=True, out=tmp_path, **options)
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 from torch import func
 
+from nnlab.core import is_int
 from nnlab.lecture.study import Claim, Run
 from nnlab.nn.losses import LOSSES
 from nnlab.nn.networks import MLP
@@ -191,6 +192,11 @@ def mle_conditions(
     each; then gradient descent from `starts` initializations with a duplicated input."""
     sizes = sizes or run.size([10, 100, 1000, 10000], [10, 30, 100, 300, 1000, 3000, 10000])
     repeats = repeats or run.size(3, 5)
+    ok = isinstance(sizes, list) and len(sizes) >= 2 and all(is_int(n) and n >= 3 for n in sizes)
+    run.check("sizes", sizes, ok, "a list of at least 2 sample sizes, each an int >= 3")
+    run.check("repeats", repeats, is_int(repeats) and repeats >= 1, "an int >= 1")
+    run.check("starts", starts, is_int(starts) and starts >= 2, "an int >= 2")
+    sizes = sorted(sizes)
     frame, nets = misspecified(run, sizes, repeats)
     run.table("misspecified", frame)
     dup = run.table("not_identifiable", duplicated_feature(run, starts, run.size(200, 400)))
@@ -362,6 +368,9 @@ def mle_efficiency(
     """`replicates` data sets (default: 500 fast, 2000 full) of n samples per noise kind, each
     fitted by MSE and by L1 (`steps` Adam steps)."""
     replicates = replicates or run.size(500, 2000)
+    run.check("n", n, is_int(n) and n >= 3, "an int >= 3 (samples per data set)")
+    run.check("replicates", replicates, is_int(replicates) and replicates >= 10, "an int >= 10")
+    run.check("steps", steps, is_int(steps) and steps >= 1, "an int >= 1")
     frame, design = efficiency_runs(run, n, replicates, steps)
     bounds = {kind: cramer_rao(design, kind).numpy() for kind in NOISES}
     rows, ratio, covariances = [], {kind: {} for kind in NOISES}, {}

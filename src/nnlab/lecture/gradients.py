@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nnlab.callbacks.layers import LayerDiagnostics, find_layers
+from nnlab.core import is_int
 from nnlab.core.hydra import instantiate_config
 from nnlab.lecture.fitting import build, compose_config, quiet
 from nnlab.lecture.study import Claim, Run
@@ -215,6 +216,9 @@ def study(
     64 inputs, so every hidden ‖∂L/∂W‖ sums the same number of weights), batches of `batch`;
     Kaiming's step measured over `nets` (default: 8 fast, 16 full) ReLU networks 4× as wide."""
     depth, nets = depth or run.size(8, 12), nets or run.size(8, 16)
+    for option, value, least in (("width", width, 1), ("depth", depth, 2), ("batch", batch, 2)):
+        run.check(option, value, is_int(value) and value >= least, f"an int >= {least}")
+    run.check("nets", nets, is_int(nets) and nets >= 1, "an int >= 1")
     rows, grads = [], {}
     for activation in ACTIVATIONS:
         for init in INITS:

@@ -15,6 +15,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
+from nnlab.core import is_int
 from nnlab.core.hydra import instantiate_config
 from nnlab.lecture.fitting import compose_config
 from nnlab.lecture.study import Claim, Run
@@ -163,6 +164,10 @@ def ravine(run: Run, steps: int) -> dict[str, Any]:
 def study(run: Run, lrs: tuple[float, float, float] = (0.02, 0.4, 0.52), steps: int = 100) -> Claim:
     """Gradient descent on the bowl at `lrs` (too small, right, too big) for 20 steps, then
     the ravine for `steps` steps with each of RAVINE_OPTIMIZERS (a few seconds: no fast mode)."""
+    numbers = len(lrs) == 3 and all(isinstance(lr, int | float) and lr > 0 for lr in lrs)
+    ok = numbers and lrs[0] < lrs[1] < lrs[2]
+    run.check("lrs", lrs, ok, "three learning rates > 0, increasing (too small, right, too big)")
+    run.check("steps", steps, is_int(steps) and steps >= 1, "an int >= 1")
     bowl = learning_rates(run, lrs, 20)
     valley = ravine(run, steps)
 

@@ -23,6 +23,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from nnlab.core import ConfigError
+
 FIGURE_DPI = 110
 
 
@@ -116,6 +118,12 @@ class Run:
         frame.to_csv(path, index=False)
         self.tables[name], self.frames[name] = path, frame
         return frame
+
+    def check(self, option: str, value: Any, valid: bool, expected: str) -> None:
+        """Refuses a study option's bad value before any work: ConfigError naming the claim,
+        the option, its value and what is valid (the CLI prints it as one `error:` line)."""
+        if not valid:
+            raise ConfigError(f"{self.name}: option {option}={value!r} is not valid; {expected}")
 
     def claim(self, held: bool, statement: str, **numbers: Any) -> Claim:
         """The study's Claim; writes verdict.txt."""
