@@ -361,6 +361,12 @@ def test_mle_consistency_error_shrinks_like_one_over_root_n(claim):
     assert errors == sorted(errors, reverse=True)
     assert -0.75 <= result.numbers["slope"] <= -0.3
     assert errors[0] / errors[-1] >= 3
+    # The right panel draws each fitted model's coefficient minus the true one (first data set).
+    frame = result.frames["mle_consistency"]
+    first = frame[frame.seed == frame.seed.min()]
+    lines = {ln.get_label(): ln for ln in result.plots["mle_consistency"].axes[1].get_lines()}
+    np.testing.assert_allclose(lines["w1"].get_ydata(), first.w0 - first.true_w0)
+    np.testing.assert_allclose(lines["b"].get_ydata(), first.w5 - first.true_w5)
     assert result.held
     wrote(result)
 
