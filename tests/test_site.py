@@ -75,7 +75,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         timeout=1800,
     )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-5000:]
+    problems = [line for line in built.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
+    assert built.returncode == 0, "\n".join(problems) or built.stdout[-3000:] + built.stderr[-5000:]
     # The notebooks ran while the site built, in the work folder beside it.
     for nb in NOTEBOOKS:
         executed = json.loads((out.with_name("site-work") / "notebooks" / nb.name).read_text())
