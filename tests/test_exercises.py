@@ -91,7 +91,7 @@ MISTAKES: dict[str, tuple[Callable[..., Any], list[str]]] = {
     ),
     "sigmoid": (
         lambda z: 1 / (1 + torch.exp(z)),  # σ(−z)
-        ["off by up to", "on input z = [-2, -1, 0, 1, 2]"],
+        ["off by up to", "yours is 1 − the right one everywhere", "on input z = [-2, -1, 0, 1, 2]"],
     ),
     "softmax": (_naive_softmax, ["holds nan where the right values are finite", "large logits"]),
     "least_squares": (

@@ -149,6 +149,8 @@ def hint_for(got: torch.Tensor, expected: torch.Tensor, subject: str = "yours") 
     diff = g - e
     if g.numel() > 1 and (diff - diff[0]).abs().max() < 1e-5:
         return f"{subject} is off by the same {diff[0].item():+.4g} everywhere"
+    if g.numel() > 1 and torch.allclose(1 - g, e, atol=1e-6):
+        return f"{subject} is 1 − the right one everywhere"
     sorted_got, sorted_expected = got.double().sort(-1).values, expected.double().sort(-1).values
     if got.dim() >= 1 and got.shape[-1] > 1 and torch.allclose(sorted_got, sorted_expected):
         return f"{subject} holds the right numbers in another order"
