@@ -12,6 +12,7 @@ The networks are nnlab's MLP (no hidden layer: Y = X Wᵀ + b) trained on nnlab'
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -317,15 +318,13 @@ def efficiency_runs(
     return pd.DataFrame(rows), torch.cat([x, torch.ones_like(x)], dim=1)
 
 
-def ellipse(ax: Axes, cov: np.ndarray, color: str, label: str, ls: str = "-") -> None:
+def ellipse(ax: Axes, cov: np.ndarray, label: str, **style: Any) -> None:
     """The 95 % ellipse of a 2-D Gaussian with covariance `cov` around the true (w, b)."""
     values, vectors = np.linalg.eigh(cov)
     angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1]))
     radius = math.sqrt(5.991)  # χ²₂'s 95 % quantile
     width, height = 2 * radius * np.sqrt(values[::-1])
-    ax.add_patch(
-        Ellipse(TRUE, width, height, angle=angle, fill=False, color=color, lw=2, ls=ls, label=label)
-    )
+    ax.add_patch(Ellipse(TRUE, width, height, angle=angle, fill=False, label=label, **style))
 
 
 def draw_efficiency(
@@ -337,9 +336,12 @@ def draw_efficiency(
             part = frame[(frame.noise == kind) & (frame.loss == loss)]
             ax.scatter(part.w, part.b, s=3, alpha=0.25, color=f"C{i}")
             cov = np.cov(part[["w", "b"]].to_numpy().T)
-            ellipse(ax, cov, f"C{i}", f"{FITS[loss]}: 95 % of its estimates")
+            label = f"{FITS[loss]}: 95 % of its estimates"
+            ellipse(ax, cov, label, color=f"C{i}", lw=1.8, zorder=3)
         information = "σ²·(XᵀX)⁻¹" if kind == "Gaussian" else "scale²·(XᵀX)⁻¹ = ½σ²·(XᵀX)⁻¹"
-        ellipse(ax, bounds[kind], "k", f"Cramér–Rao bound {information}: 95 %", ls="--")
+        label = f"Cramér–Rao bound {information}: 95 % (grey band)"
+        # a wide band under the estimates' thin ellipses: an efficient one runs along it
+        ellipse(ax, bounds[kind], label, color="0.55", lw=7, alpha=0.45, zorder=2)
         ax.plot(*TRUE, "k+", ms=12, mew=2, label="true (w, b)")
         ax.set(xlabel="estimated slope ŵ", ylabel="estimated intercept b̂")
         ax.set_title(f"{kind} noise, std {SIGMA:g}, n = {n}", fontsize=10)
