@@ -412,3 +412,63 @@ def test_a_folder_as_ckpt_path_says_it_is_a_folder(trained, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"is a folder, not a checkpoint file: did you mean"):
         read_checked(str(run))
     shutil.rmtree(run)
+
+
+def test_a_checkpoints_data_config_cannot_choose_where_files_are_written(tmp_path) -> None:
+    """Its data_dir is replaced by this run's paths.data_dir; a data set name that climbs out of
+    it is refused."""
+    from nnlab.evaluate import with_local_data_dir
+    from nnlab.tasks.loading import datamodule_from
+
+    saved = {"_target_": "nnlab.data.vision.MNISTDataModule", "name": "mnist", "data_dir": "/"}
+    here = with_local_data_dir(saved, str(tmp_path))
+    assert datamodule_from(here, "ckpt_path=x.ckpt").folder == tmp_path / "mnist"
+    with pytest.raises(ConfigError, match=r"data.name='../../home' is not a name"):
+        datamodule_from({**here, "name": "../../home"}, "ckpt_path=x.ckpt")
+
+
+def test_a_users_network_loads_once_registered_and_its_module_is_never_imported_by_a_checkpoint(
+    trained, tmp_path, monkeypatch
+) -> None:
+    """The registration API: a checkpoint naming a class of the user's module is refused (saying
+    how to register it) without importing that module; once `plugins` imports it, it loads."""
+    import sys
+
+    from nnlab.core.components import NETWORKS, import_plugins
+    from nnlab.tasks.loading import module_from
+
+    package = tmp_path / "userpkg_a"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(
+        "from nnlab import register_network\n"
+        "from nnlab.nn.networks import MLP\n\n\n"
+        "@register_network\n"
+        "class TinyNet(MLP):\n"
+        '    """An MLP of the user\'s own."""\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "user.ckpt"
+    torch.save(
+        _modified(trained, _set("hyper_parameters/model/_target_", "userpkg_a.nets.TinyNet")), path
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        read_checked(str(path))
+    assert "model._target_='userpkg_a.nets.TinyNet' is not a registered network" in str(
+        refused.value
+    )
+    assert "@nnlab.register_network" in str(refused.value)
+    assert "plugins=[userpkg_a.nets]" in str(refused.value)
+    assert "userpkg_a.nets" not in sys.modules  # the checkpoint's string was never imported
+
+    try:
+        import_plugins(["userpkg_a.nets"])
+        module = module_from(read_checked(str(path)), str(path))
+        assert type(module.net).__name__ == "TinyNet"
+    finally:
+        NETWORKS._classes.pop("userpkg_a.nets.TinyNet", None)
+        sys.modules.pop("userpkg_a.nets", None)
+        sys.modules.pop("userpkg_a", None)
+    with pytest.raises(ConfigError, match=r"plugins: cannot import userpkg_nowhere"):
+        import_plugins(["userpkg_nowhere"])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.core import ConfigError
+from nnlab.core.paths import check_name
 from nnlab.data.base import ArrayDataModule
 from nnlab.data.download import folder_lock
 
@@ -28,6 +29,7 @@ class RemoteDataModule(ArrayDataModule):
         super().__init__(**kwargs)
         if not name:
             raise ConfigError("data.name must name the data set (its config name, e.g. mnist)")
+        check_name("data.name", name)  # <data_dir>/<name>: never a folder elsewhere
         self.name, self.data_dir, self.progress = name, Path(data_dir), progress
         # Lightning calls prepare_data once per machine (local rank 0) under DDP: a data_dir on
         # local disk needs it on every node. The folder lock covers the rest: several runs on
