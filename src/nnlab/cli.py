@@ -6,6 +6,7 @@ import torch."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -72,6 +73,29 @@ def error_line(e: BaseException) -> str | None:
         return str(e.__cause__)  # Hydra wraps what a constructor raises
     if isinstance(e, ConfigError | DataUnavailableError | FileNotFoundError | Diverged):
         return str(e)
+    full = write_limit(e)
+    if full is not None:
+        where = f"cannot write {full.filename}" if full.filename else "a file could not be written"
+        return f"{where}: {full.strerror}{WRITE_LIMITS[full.errno]}"
+    return None
+
+
+# Writes that fail for want of room, not for a bug: what a user is told to look at.
+WRITE_LIMITS = {
+    errno.EFBIG: " (the file-size limit of this shell: `ulimit -f`)",
+    errno.ENOSPC: " (free some space on that disk, or write elsewhere: paths.log_dir)",
+    errno.EDQUOT: " (your disk quota is used up)",
+}
+
+
+def write_limit(e: BaseException) -> OSError | None:
+    """The OSError behind `e` (itself, or what it was raised from) that says a file could not
+    grow: a file-size limit, a full disk, a quota; None otherwise."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in WRITE_LIMITS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -239,7 +263,16 @@ def _leftovers(folder: Path) -> list[Path]:
     """What a run folder holds besides Hydra's .hydra/ and the logs."""
     if not folder.is_dir():
         return []
-    return [p for p in folder.iterdir() if p.name not in KEPT and p.suffix != KEPT_SUFFIX]
+    kept = (p for p in folder.iterdir() if p.name not in KEPT and p.suffix != KEPT_SUFFIX)
+    return [p for p in kept if not _empty_folder(p)]
+
+
+def _empty_folder(path: Path) -> bool:
+    """Whether `path` is a folder holding nothing but (empty) folders: a run that failed before
+    writing into checkpoints/ left nothing there."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(_empty_folder(p) for p in path.iterdir())
 
 
 def clear_attempt(folder: Path) -> None:

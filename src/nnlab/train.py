@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
@@ -21,7 +22,7 @@ from nnlab.checkpoints import (
     resolve_last_checkpoint,
 )
 from nnlab.console import print_config_tree, setup_console
-from nnlab.core import Diverged
+from nnlab.core import ConfigError, Diverged
 from nnlab.core.hydra import hydra_choices, instantiate_group
 from nnlab.core.results_file import worst_value
 from nnlab.ddp import job_processes
@@ -56,6 +57,8 @@ def train(cfg: DictConfig) -> float | None:
     resumed = local_checkpoint(cfg)
     # Nothing of the checkpoint is built: read_checked refuses any class it names but nnlab's.
     saved = check_resume(cfg, resumed, read_checked) if resumed else None
+    if resumed:
+        check_epochs_left(cfg, resumed)
 
     setup_console()
     if cfg.get("print_config"):
@@ -83,6 +86,29 @@ def train(cfg: DictConfig) -> float | None:
         log_config(loggers, cfg)
         with job_processes(trainer):  # DDP in a multirun: its processes run this job alone
             return fit_and_test(cfg, trainer, module, datamodule, task, started)
+
+
+def check_epochs_left(cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuses to resume from a checkpoint that has trained trainer.max_epochs epochs (or
+    trainer.max_steps steps) already: Lightning would fit nothing and end as if it had."""
+    # weights_only: tensors and plain data; mmap: the weights are not read.
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    # Epochs begun and trained through (a checkpoint written mid-epoch: that epoch is not).
+    epochs = progress.get("current", {}).get("processed", checkpoint.get("epoch", -1) + 1)
+    steps = checkpoint.get("global_step", 0)
+    max_epochs = cfg.trainer.get("max_epochs")
+    max_steps = cfg.trainer.get("max_steps")
+    if max_epochs not in (None, -1) and max_epochs <= epochs:
+        done, limit = f"{epochs} epochs", f"trainer.max_epochs={max_epochs}"
+    elif max_steps not in (None, -1) and max_steps <= steps:
+        done, limit = f"{steps} steps", f"trainer.max_steps={max_steps}"
+    else:
+        return
+    raise ConfigError(
+        f"ckpt_path={ckpt_path} has trained {done} already, and {limit} asks for no more: "
+        "nothing is left to fit. Raise it to train on, or evaluate the checkpoint with eval.py"
+    )
 
 
 def fit_and_test(
