@@ -113,7 +113,7 @@ STYLES: dict[str, dict[str, Any]] = {
 }
 LEGEND_NOTES = {
     "constant 0.01 + tanh": " (all units equal)",
-    "N(0, 1/d) + ReLU": " (= Xavier: square layers, 2/(d + d) = 1/d)",
+    "N(0, 1/d) + ReLU": " (= Xavier here:\nsquare layers, 2/(d + d) = 1/d)",
 }
 
 
@@ -148,7 +148,10 @@ def draw(run: Run, frame: Any, trained: dict[str, dict[str, Any]], width: int, n
     for ax in (relu, tanh, sat):
         ax.set_xlabel("hidden layer (1 = nearest the input)")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7, loc="lower left" if ax is relu else "center right")
+    # ReLU: between the exploding curve (gone past layer ~6) and Kaiming's flat one at 1.
+    relu.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.88))
+    for ax in (tanh, sat):
+        ax.legend(fontsize=7, loc="center right")
     fig.suptitle(f"At initialization: {width} units per layer, N(0, 1) inputs, {nets} networks")
     run.save("std_by_layer")
     fig, axes = run.figure("constant_init", ncols=2, size=(4.6, 3.6))
