@@ -472,3 +472,26 @@ def test_a_users_network_loads_once_registered_and_its_module_is_never_imported_
         sys.modules.pop("userpkg_a", None)
     with pytest.raises(ConfigError, match=r"plugins: cannot import userpkg_nowhere"):
         import_plugins(["userpkg_nowhere"])
+
+
+def test_a_checkpoints_callback_state_never_copies_a_file_that_is_no_checkpoint(tmp_path) -> None:
+    """Resuming in a new folder copies the files the saved ModelCheckpoint state names: only
+    `*.ckpt` files, so a crafted state cannot bring a user's other files into the run."""
+    from nnlab.checkpoints import moved_state
+
+    old, new = tmp_path / "elsewhere", tmp_path / "run" / "checkpoints"
+    old.mkdir()
+    new.mkdir(parents=True)
+    (old / "id_rsa").write_text("secret")
+    (old / "best.ckpt").write_bytes(b"weights")
+    state = {
+        "dirpath": str(old),
+        "best_model_path": str(old / "id_rsa"),
+        "best_k_models": {str(old / "id_rsa"): 1.0, str(old / "best.ckpt"): 0.5},
+        "kth_best_model_path": str(old / "best.ckpt"),
+        "last_model_path": "",
+    }
+    moved, lost = moved_state(state, str(new), "max")
+    assert lost == [str(old / "id_rsa")]
+    assert sorted(p.name for p in new.iterdir()) == ["best.ckpt"]
+    assert moved["best_model_path"] == str(new / "best.ckpt")

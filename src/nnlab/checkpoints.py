@@ -300,7 +300,8 @@ def moved_state(
     and named there, so that a run resumed in a new folder keeps the best checkpoint so far
     and its score, as an uninterrupted run would. A file missing from the old folder but
     present under its name in `dirpath` is taken as that file (a run folder moved or copied
-    elsewhere). A file found in neither is lost: dropped from the state, the best and the k-th
+    elsewhere). A file found in neither, or not named `*.ckpt` (a checkpoint is data: its state
+    never makes a resume copy another file), is lost: dropped from the state, the best and the k-th
     best (`mode`: "min" or "max") then being those of the files that remain."""
     old = state.get("dirpath")
     lost: list[str] = []
@@ -311,7 +312,10 @@ def moved_state(
             return path  # not a file of the old folder: named as it was
         if path not in moved:
             new = os.path.join(dirpath, os.path.basename(path))
-            if os.path.isfile(path):
+            if not path.endswith(".ckpt"):  # a crafted state naming any file: never copied
+                lost.append(path)
+                new = None
+            elif os.path.isfile(path):
                 if copy:
                     copy_atomically(path, new)
             elif not os.path.isfile(new):
