@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,12 @@ CASES = [
     bad("data.seed=abc", message="data.seed must be int, got 'abc'"),
     bad("data=image_folder", message="data.root must be set, e.g. data.root=..."),
     bad("data=csv_classification", message="data.path must be set, e.g. data.path=..."),
+    bad(
+        "data=house_prices_csv",
+        "data.path={huge_target}",
+        "data.target=y",
+        message="data.target=y in {huge_target} holds 1e+300, beyond float32's range (3.4e38)",
+    ),
     bad("data=mnist", "data.variant=emnist", message="data.variant='emnist' is not an MNIST"),
     bad("data=mnist", "data.root={tmp}/nowhere", message="nowhere: no such folder"),
     bad("data=mnist", "data.root={no_labels}", message="lacks train-labels-idx1-ubyte.gz"),
@@ -228,6 +236,8 @@ CASES = [
     # -- paths -----------------------------------------------------------------------------------
     bad("paths.data_dir={notes}/data", message="paths.data_dir={notes}/data: {notes} is a file"),
     bad("paths.root_dir={notes}/x", message="paths.root_dir={notes}/x: {notes} is a file, not a"),
+    bad("task_name=../../../escaped", message="task_name='../../../escaped' is not a name: it"),
+    bad("task_name=", message="task_name='' is not a name: it names a folder, so it must be a"),
     # -- ckpt_path -------------------------------------------------------------------------------
     bad("ckpt_path=/no/such.ckpt", message="ckpt_path=/no/such.ckpt: no such file"),
     bad("ckpt_path={empty_ckpt}", message="is not a readable checkpoint: it is empty (0 bytes)"),
@@ -270,6 +280,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     made = tmp_path / "mine"
     made.mkdir()
     (made / "notes.txt").write_text("not a folder, not a checkpoint\n")
+    rows = "".join(f"{i},{i % 7}\n" for i in range(40))
+    (made / "huge_target.csv").write_text(f"x,y\n{rows}99,1e300\n")
     (made / "empty.ckpt").write_bytes(b"")
     # What torch.save writes starts as a zip archive; cut short, its directory is missing.
     (made / "cut.ckpt").write_bytes(b"PK\x03\x04" + bytes(1000))
@@ -292,6 +304,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     return {
         "tmp": str(tmp_path),
         "notes": str(made / "notes.txt"),
+        "huge_target": str(made / "huge_target.csv"),
         "empty_ckpt": str(made / "empty.ckpt"),
         "cut_ckpt": str(made / "cut.ckpt"),
         "zip_ckpt": str(zipfile_ckpt),
@@ -609,3 +622,92 @@ def test_predict_refuses_with_one_error_line_and_leaves_nothing(
     # The user's files as they were (none added: no output, no temporary file), no run folder.
     assert snapshot(tmp_path / "mine") == mine and snapshot(xor_ckpt.parent) == checkpoints
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and "mine" not in p.parts]
+
+
+# -- run folders, resumes and writes that cannot be, in real processes ---------------------------
+LONG_NAME = "x" * 400
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("task_name=../../../escaped",), "task_name='../../../escaped' is not a name"),
+        (("task_name=",), "task_name='' is not a name: it names a folder"),
+        (("task_name=a\\\\b",), "is not a name: it names a folder"),
+        (
+            (f"hydra.run.dir={{tmp}}/{LONG_NAME}",),
+            f"hydra.run.dir={{tmp}}/{LONG_NAME}: cannot make this folder (File name too long)",
+        ),
+        (
+            ("paths.log_dir=/proc/nnlab_x",),
+            "paths.log_dir=/proc/nnlab_x: cannot make this folder (No such file or directory)",
+        ),
+    ],
+    ids=["task_name climbs out", "empty task_name", "backslash", "400-byte run dir", "/proc"],
+)
+def test_a_run_folder_that_cannot_be_made_is_one_error_line_and_leaves_nothing(
+    tmp_path, args, message
+):
+    if "/proc" in message and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_script("train.py", *(a.format(tmp=tmp_path) for a in args), cwd=cwd, check=False)
+    assert message.format(tmp=tmp_path) in only_error_line(proc)
+    assert list(tmp_path.iterdir()) == [cwd] and list(cwd.iterdir()) == []
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+QUICK_XOR = ("data=xor", "logger=none", "diagnostics=none", "model.hidden_sizes=[4]")
+
+
+def test_a_resume_with_nothing_left_to_fit_is_one_error_line(tmp_path, xor_ckpt):
+    """The checkpoint has trained 1 epoch: trainer.max_epochs=1 leaves nothing to fit."""
+    before = snapshot(xor_ckpt.parent.parent)
+    proc = run_script(
+        "train.py", *QUICK_XOR, f"ckpt_path={xor_ckpt}", "trainer.max_epochs=1",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert only_error_line(proc) == (
+        f"error: ckpt_path={xor_ckpt} has trained 1 epoch already, and trainer.max_epochs=1 "
+        "asks for no more: nothing is left to fit. Raise it to train on, or evaluate the "
+        "checkpoint with eval.py"
+    )
+    assert runs_left(tmp_path / "logs") == [] and snapshot(xor_ckpt.parent.parent) == before
+
+
+def test_a_resume_past_the_file_size_limit_is_one_error_line(tmp_path, xor_ckpt):
+    """`ulimit -f` below a checkpoint's size: the resume cannot copy best.ckpt into its new
+    folder (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    resource = pytest.importorskip("resource")
+    before = snapshot(xor_ckpt.parent.parent)
+    limit = xor_ckpt.stat().st_size // 2
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), *QUICK_XOR,
+         f"ckpt_path={xor_ckpt}", "trainer.max_epochs=3"],
+        cwd=tmp_path, env=env, preexec_fn=limited, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "File too large (the file-size limit of this shell: `ulimit -f`)" in only_error_line(
+        proc
+    )
+    assert runs_left(tmp_path / "logs") == [] and snapshot(xor_ckpt.parent.parent) == before
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix not in (".log", ".yaml")]
+
+
+def test_a_lecture_option_of_the_wrong_type_is_one_error_line(tmp_path):
+    """`python -m nnlab.lecture init_variance -o depth=abc`: refused before the study runs
+    (the lecture CLI's usage errors exit with 2)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnlab.lecture", "init_variance", "--fast", "--out",
+         str(tmp_path / "lecture"), "-o", "depth=abc"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip() == "error: -o depth='abc' must be an int > 0 or null"
+    assert list(tmp_path.iterdir()) == []

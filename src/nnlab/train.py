@@ -100,9 +100,9 @@ def check_epochs_left(cfg: DictConfig, ckpt_path: str) -> None:
     max_epochs = cfg.trainer.get("max_epochs")
     max_steps = cfg.trainer.get("max_steps")
     if max_epochs not in (None, -1) and max_epochs <= epochs:
-        done, limit = f"{epochs} epochs", f"trainer.max_epochs={max_epochs}"
+        done, limit = f"{epochs} epoch{'s' * (epochs != 1)}", f"trainer.max_epochs={max_epochs}"
     elif max_steps not in (None, -1) and max_steps <= steps:
-        done, limit = f"{steps} steps", f"trainer.max_steps={max_steps}"
+        done, limit = f"{steps} step{'s' * (steps != 1)}", f"trainer.max_steps={max_steps}"
     else:
         return
     raise ConfigError(

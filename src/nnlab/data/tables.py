@@ -249,6 +249,14 @@ class RegressionTableDataModule(TableDataModule):
             )
         y = column.to_numpy(np.float64, na_value=np.nan)
         present = y[np.isfinite(y)]
+        largest = float(np.abs(present).max(initial=0.0))
+        if largest > float(np.finfo(np.float32).max):  # training and its metrics: float32
+            raise ConfigError(
+                f"data.target={self.target} in {self.describe_source()} holds {largest:g}, "
+                "beyond float32's range (3.4e38) in which the target scaling and the metrics on "
+                f"the original scale are computed: rescale the {self.target} column (e.g. "
+                "divide it by a power of ten)"
+            )
         if self.log_target and (present <= 0).any():
             raise ConfigError(
                 f"data.log_target=true needs {self.target} > 0, but its minimum is "
