@@ -192,6 +192,27 @@ def test_other_states_are_counted_but_are_not_failures(tmp_path):
     assert "2 jobs: 1 done, 0 failed, 0 diverged, 1 pruned." in (sweep / "report.md").read_text()
 
 
+def test_a_corrupt_results_json_is_reported_as_corrupt_not_running(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    make_job(sweep, "0", ["lr=0.1"], done(0.5))
+    make_job(sweep, "1", ["lr=1"], None)  # still running
+    (make_job(sweep, "2", ["lr=2"], None) / "results.json").write_text('{"status": "do')
+    summary = write_report(sweep)
+    assert summary.line == (
+        "sweep: 3 jobs, 0 failed, 0 diverged, 1 without results, 1 with a corrupt results.json"
+        f" — report: {sweep}/report.md"
+    )
+    report = (sweep / "report.md").read_text()
+    assert "| 2 | 2 | corrupt: results.json is corrupt (not JSON: " in report
+    assert "1 without results.json (running, or stopped before writing it)" in report
+    with pytest.raises(SystemExit) as exit_:  # the sweep's end: a corrupt file is a failure
+        SweepReport().on_multirun_end(
+            config=OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+        )
+    assert exit_.value.code == 1
+    assert capsys.readouterr().out.splitlines()[-1] == summary.line
+
+
 def test_a_results_json_without_status_is_a_finished_run(tmp_path):
     """results.json of a run from before status was recorded: only finished runs wrote one."""
     results = {k: v for k, v in done(0.5).items() if k != "status"}
