@@ -529,6 +529,9 @@ def test_inputs_that_are_not_finite_numbers_are_error_rows(xor_ckpt, tmp_path):
         assert (r["prediction"] == r["probability"] == "") == (r["error"] != "")
     good = [float(rows[i]["probability"]) for i in (0, 6)]
     assert all(0.5 <= p <= 1 for p in good)
+    # Two rows at a time: chunks of error rows alone ([1, 2], [3, 4]) predict nothing.
+    cfg = predict_cfg(tmp_path, f"ckpt_path={xor_ckpt}", f"input={table}", "batch_size=2")
+    assert read_rows(predict(cfg)) == rows
     array = tmp_path / "cells.npy"
     np.save(array, np.array([[0, 1], [np.nan, 0], [np.inf, 1], [1e300, 0], [1, 1]]))
     rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={xor_ckpt}", f"input={array}")))

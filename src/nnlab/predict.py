@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import math
 import os
 import re
 import shutil
@@ -60,7 +59,7 @@ NO_OUTPUT = "the model's output is not a finite number (the input lies far outsi
 # The file written into a folder given as `output` (and into the run folder by default).
 PREDICTIONS = "predictions.csv"
 # What a spreadsheet reads as a formula when a cell starts with it (OWASP, "CSV injection").
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = "=+-@\t\r"
 # A number as written in a CSV cell (kept as it is, even when it starts with - or +).
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 # What stat says a path is, when it is not a regular file.
@@ -595,25 +594,32 @@ def outputs(
     """The chunk, the module's outputs and its predictions (class indices; for regression the
     outputs) for the chunk's inputs, normalized as in training. An input holding a value that
     is not a finite number (NaN, inf, or one beyond float32) gets none: the chunk returned has
-    it as an error row."""
+    it as an error row (checked on the CPU, where the chunk was read)."""
+    if chunk.x.is_floating_point():
+        finite = finite_rows(chunk.x)
+        if not finite.all():
+            ok = iter(finite.tolist())
+            errors = [e if e is not None or next(ok) else NOT_FINITE for e in chunk.errors]
+            chunk = Chunk(chunk.names, chunk.x[torch.from_numpy(finite)], errors)
     x = chunk.x.to(device)
     x = norm.to(device)(x) if norm is not None else x.float()
-    finite = x.flatten(1).isfinite().all(dim=1)
-    if not bool(finite.all()):
-        ok = iter(finite.tolist())
-        errors = [e if e is not None or next(ok) else NOT_FINITE for e in chunk.errors]
-        chunk, x = Chunk(chunk.names, chunk.x[finite.cpu()], errors), x[finite]
     if len(x) == 0:
         empty = torch.empty(0, module.spec.num_outputs)
         return chunk, empty, empty
     return chunk, module(x).float().cpu(), module.predict(x).cpu()
 
 
+def finite_rows(values: torch.Tensor) -> np.ndarray:
+    """Whether each row of a CPU tensor holds only finite numbers (in numpy, which spends no
+    time waking a thread pool for a small check)."""
+    return np.isfinite(values.numpy()).all(axis=tuple(range(1, values.dim())))
+
+
 def text_cell(value: str) -> str:
     """A text cell of the predictions CSV (a file's or id_column's name, a class name): one a
     spreadsheet would run as a formula (starting with =, +, -, @, a tab or a carriage return)
     gets a leading ', as OWASP advises against CSV injection; a number (-1.5) stays as it is."""
-    if value.startswith(FORMULA_START) and not NUMBER.fullmatch(value):
+    if value[:1] and value[:1] in FORMULA_START and not NUMBER.fullmatch(value):
         return "'" + value
     return value
 
@@ -627,6 +633,7 @@ class Columns:
     def __init__(self, spec: DataSpec, all_probabilities: bool, first: str = "input") -> None:
         self.spec, self.all = spec, all_probabilities
         self.classes = list(spec.class_names) or [str(c) for c in range(max(spec.num_outputs, 2))]
+        self.labels = [text_cell(c) for c in self.classes]  # as written in the prediction column
         if spec.task == "regression":
             k = spec.num_outputs
             values = ["prediction"] if k == 1 else [f"prediction_{i}" for i in range(k)]
@@ -639,24 +646,27 @@ class Columns:
     def rows(self, chunk: Chunk, output: torch.Tensor, predicted: torch.Tensor) -> list[list]:
         """One row per input of the chunk, from the outputs of those that were read; a row
         whose values are not finite numbers is an error row."""
-        values = iter(self.values(output, predicted))
+        values, finite = self.values(output, predicted)
+        values, finite = iter(values), iter(finite)
         blank = [""] * (len(self.header) - 2)
         rows = []
         for name, error in zip(chunk.names, chunk.errors, strict=True):
             row = blank if error else next(values)
-            if not error and not all(math.isfinite(v) for v in row if isinstance(v, float)):
+            if not error and not next(finite):
                 row, error = blank, NO_OUTPUT
-            rows.append([text_cell(name), *row, error or ""])
+            name = text_cell(name) if name[:1] in FORMULA_START else name  # the common case: fast
+            rows.append([name, *row, error or ""])
         return rows
 
-    def values(self, output: torch.Tensor, predicted: torch.Tensor) -> list[list]:
-        """The value columns of each output row."""
+    def values(self, output: torch.Tensor, predicted: torch.Tensor) -> tuple[list[list], list]:
+        """The value columns of each output row, and whether they are finite numbers."""
         spec = self.spec
         if spec.task == "regression":
             # float64, as the metrics in the target's units: exp of a float32 log price would
             # cost dollars of rounding.
             y = output.double()
-            return (y if spec.target_scale is None else spec.target_scale.to_original(y)).tolist()
+            y = y if spec.target_scale is None else spec.target_scale.to_original(y)
+            return y.tolist(), finite_rows(y).tolist()
         if spec.task == "binary":
             p1 = torch.sigmoid(output.squeeze(-1).double())
             probabilities = torch.stack([1 - p1, p1], dim=-1)
@@ -664,6 +674,6 @@ class Columns:
             probabilities = torch.softmax(output.double(), dim=-1)
         rows = []
         for p, label in zip(probabilities.tolist(), predicted.tolist(), strict=True):
-            row = [text_cell(self.classes[label]), p[label]]
+            row = [self.labels[label], p[label]]
             rows.append(row + p if self.all else row)
-        return rows
+        return rows, finite_rows(probabilities).tolist()
