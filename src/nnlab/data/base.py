@@ -17,7 +17,7 @@ from nnlab.data.arrays import checked_splits
 from nnlab.data.groups import batches_per_step_group
 from nnlab.data.loaders import BatchGroup, BatchOrder, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
-from nnlab.data.splits import Split, seeded_splits
+from nnlab.data.splits import Split, check_folds, seeded_splits
 
 NORMALIZE = ("global", "feature", "none")
 # The key of a datamodule's state in checkpoints (`state_dict`) that holds its `preprocessing()`.
@@ -47,6 +47,10 @@ class ArrayDataModule(L.LightningDataModule):
             takes one optimizer step per batch of a group (speed.steps_per_batch; resident data
             only): an int, or "auto" (nnlab.data.groups: 16 unless the trainer's options count
             batches). 1 hands over single batches.
+        folds: k-fold cross-validation: null (off) or K >= 2; the training data (less the
+            test split, made as without folds) is cut into K seeded folds, stratified by class
+            for classification, and fold `fold` (0..K-1) is the val split (val_fraction unused).
+        fold: which fold validates (with `folds`).
 
     `resident` and `steps_per_batch` come from the speed group (nnlab.speed.data_options),
     which nnlab.speed.check_speed validated: they are not checked again here.
@@ -64,8 +68,12 @@ class ArrayDataModule(L.LightningDataModule):
         eval_batch_size: int = 1024,
         resident: bool | str = "auto",
         steps_per_batch: int | str = 1,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
+        check_folds(folds, fold)
+        self.folds, self.fold = folds, fold
         if not (batch_size == "full" or (is_int(batch_size) and batch_size >= 1)):
             raise ConfigError(
                 f"data.batch_size must be a positive int or 'full', got {batch_size!r}"
@@ -115,7 +123,11 @@ class ArrayDataModule(L.LightningDataModule):
         if self.splits:
             return
         raw, class_names = checked_splits(self.load(), self.task, self.describe_source())
-        splits = seeded_splits(raw, self.val_fraction, self.test_fraction, self.seed)
+        # Classes stratify the k-fold cut (data.folds): each fold holds them in proportion.
+        stratify = self.task != "regression"
+        splits = seeded_splits(
+            raw, self.val_fraction, self.test_fraction, self.seed, self.folds, self.fold, stratify
+        )
         train = splits["train"] = self.corrupt_train(splits["train"])
         mean, std = self._statistics(train[0])
         self.statistics = None if self.normalize == "none" else (mean, std)

@@ -122,8 +122,17 @@ class TableDataModule(ArrayDataModule):
         # The seeded split the base class makes, on row indices, so that the feature pipeline
         # and the target scale can be fitted on the training rows alone.
         idx = torch.arange(len(table))
+        # k-fold (data.folds): classes stratify the folds, by their indices in y.
+        stratify = self.task != "regression"
+        labels = torch.from_numpy(y).long() if stratify else idx
         parts = seeded_splits(
-            {"train": (idx, idx)}, self.val_fraction, self.test_fraction, self.seed
+            {"train": (idx, labels)},
+            self.val_fraction,
+            self.test_fraction,
+            self.seed,
+            self.folds,
+            self.fold,
+            stratify,
         )
         train, val, test = (parts[s][0] for s in ("train", "val", "test"))
         features = self._features(table, train.numpy())

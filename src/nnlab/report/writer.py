@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnlab.report.aggregate import aggregate_section
 from nnlab.report.jobs import (
     CORRUPT,
     DIVERGED,
@@ -87,6 +88,7 @@ def write_report(sweep_dir: str | Path) -> Summary:
         how = " ".join(f"{k}={best.overrides[k]}" for k in swept_keys(jobs) if k in best.overrides)
         lines.append(f"Best: job {best.name} ({how}): {best.metric} = {best.value:.4f}.")
     lines += ["", *markdown_table(jobs), ""]
+    lines += aggregate_section(jobs, sweep_dir)  # mean ± sd over folds and seeds, if swept
     lines += [_figure(draw_heatmap, jobs, sweep_dir / "heatmap.png"), ""]
     lines += [_figure(draw_curves, jobs, sweep_dir / "curves.png"), ""]
     lines.append(
