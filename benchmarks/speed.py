@@ -6,6 +6,8 @@ Paths, each timed over the same training steps (after warm-up) and reported in s
   nnlab        nnlab's training path as `python train.py` runs it (Lightning Trainer, default
                callbacks and CSV logger), speed=default (16 exact steps per Lightning batch)
   nnlab_max    the same with speed=max (whole-step CUDA graph on a GPU)
+  nnlab_compile  speed=default with speed.compile=true (the network through torch.compile;
+               its compile time falls in the warm-up steps, not in the timed blocks)
   bare         a bare PyTorch loop over the training split held on the device
   dataloader   a bare loop over a torch DataLoader (TensorDataset, shuffle) with host→device copies
   bare_graph   (CUDA) the bare loop's step captured once as a CUDA graph and replayed
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 NETS = {"mnist": {"hidden_sizes": [64, 128, 64], "norm": "batchnorm"}, "default": {}}
-PATHS = ("nnlab", "nnlab_max", "bare", "dataloader", "bare_graph")
+PATHS = ("nnlab", "nnlab_max", "nnlab_compile", "bare", "dataloader", "bare_graph")
 
 
 def sync(device: torch.device) -> None:
@@ -262,6 +264,7 @@ MAX_OVERRIDES: list[str] = []
 RUNNERS: dict[str, Callable] = {
     "nnlab": lambda *a: run_nnlab(*a, speed="default"),
     "nnlab_max": lambda *a: run_nnlab(*a, speed="max", extra=MAX_OVERRIDES),
+    "nnlab_compile": lambda *a: run_nnlab(*a, speed="default", extra=["speed.compile=true"]),
     "bare": run_bare,
     "dataloader": run_dataloader,
     "bare_graph": run_bare_graph,
@@ -344,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(runs: list[dict], device: torch.device) -> None:
     cols = [p for p in PATHS if any(p in r["rates"] for r in runs)]
-    head = ["net", "batch", *cols, "nnlab/bare", "max/bare"]
+    head = ["net", "batch", *cols, "nnlab/bare", "max/bare", "compile/bare"]
     if device.type == "cuda":
         head.append("max/graph")
     print("\n| " + " | ".join(head) + " |")
@@ -357,7 +360,7 @@ def print_table(runs: list[dict], device: torch.device) -> None:
 
         row = [r["net"], str(r["batch_size"])]
         row += [f"{rates[c]:,.0f}" if c in rates else "-" for c in cols]
-        row += [ratio("nnlab", "bare"), ratio("nnlab_max", "bare")]
+        row += [ratio("nnlab", "bare"), ratio("nnlab_max", "bare"), ratio("nnlab_compile", "bare")]
         if device.type == "cuda":
             row.append(ratio("nnlab_max", "bare_graph"))
         print("| " + " | ".join(row) + " |")

@@ -22,7 +22,7 @@ def test_speed_benchmark_times_every_cpu_path_in_interleaved_rounds(tmp_path, ca
     args = "--device cpu --n-train 3000 --steps 16 --repeats 2 --warmup 16 --rounds 2"
     bench.main([*args.split(), "--nets", "default", "--batch-sizes", "64", "--json", str(out)])
     (run,) = json.loads(out.read_text())["runs"]
-    paths = {"nnlab", "nnlab_max", "bare", "dataloader"}  # bare_graph needs CUDA
+    paths = {"nnlab", "nnlab_max", "nnlab_compile", "bare", "dataloader"}  # graph: CUDA only
     assert set(run["rates"]) == set(run["rounds"]) == paths
     for path in paths:
         assert len(run["rounds"][path]) == 2 and all(r > 0 for r in run["rounds"][path])

@@ -94,6 +94,7 @@ def test_graph_optimizer_options_refuse_what_cannot_be_captured():
         ("steps_per_batch", 0, "auto or an int >= 1"),
         ("steps_per_batch", "many", "auto or an int >= 1"),
         ("cuda_graph", "yes", "true or false"),
+        ("compile", "yes", "true or false"),
         ("write_checkpoints_every_s", -1, "a number of seconds >= 0"),
         ("sanity_val_steps", -2, "null, -1 (all) or an int >= 0"),
     ],
@@ -135,6 +136,43 @@ def test_speed_max_on_cpu_trains_like_default():
     # fused Adam on the CPU is the same arithmetic in another order: same result within noise.
     assert abs(default["val/acc"] - fast["val/acc"]) < 0.03
     assert set(default) == set(fast)
+
+
+@pytest.mark.slow
+def test_speed_compile_trains_like_eager_and_its_checkpoint_loads_back(tmp_path):
+    eager = fit(composed("data=xor", "speed=default"), "cpu", max_epochs=2)
+    cfg = composed("data=xor", "speed=default", "speed.compile=true")
+    compiled = fit(cfg, "cpu", max_epochs=2)
+    assert set(eager) == set(compiled)
+    for key, value in eager.items():  # the same arithmetic, fused: equal within rounding
+        assert compiled[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
+    # A compiled run's checkpoint has the eager parameter names: eval loads it as any other.
+    run_script(
+        "train.py",
+        "data=xor",
+        "speed.compile=true",
+        "trainer.max_epochs=1",
+        "diagnostics=none",
+        "print_config=false",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
+    state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert state and not any("_orig_mod" in k for k in state)
+    run_script("eval.py", f"ckpt_path={tmp_path}/run/checkpoints/last.ckpt", cwd=tmp_path)
+
+
+def test_speed_compile_is_refused_where_it_cannot_run(monkeypatch, tmp_path):
+    from nnlab.speed.compiled import check_compile
+
+    cfg = composed("speed=max", "speed.compile=true")  # on the CPU: no CUDA graph, compiles
+    with pytest.raises(ConfigError, match=r"speed.compile=true and speed.cuda_graph=true"):
+        check_compile(cfg, gpu=True)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no C++ compiler on PATH
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ConfigError, match=r"speed.compile=true on the CPU needs a C\+\+ compiler"):
+        check_compile(cfg, gpu=False)
+    check_compile(composed("speed=max"), gpu=False)  # off: nothing to check
 
 
 def test_speed_group_is_in_the_composed_config_with_every_key_documented():

@@ -6,6 +6,7 @@ computes, so that a task module (nnlab.tasks) reads as forward, loss, metrics an
 - steps: StepRunner, the task module's manual training steps: groups of exact optimizer steps
   per Lightning batch, or the step replayed as a CUDA graph (graphed: GraphedStep).
 - optim: optimizer implementation options (fused, foreach; what a captured step needs).
+- compiled: speed.compile, the network compiled with torch.compile (and where it is refused).
 - checkpoint: BufferedCheckpoint, checkpoints taken once per moment and written in batches.
 - report: SpeedReport and StepProgressBar.
 - lightning: the only module in nnlab that relies on Lightning's internals (private

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import ArrayDataModule
+from nnlab.speed.compiled import check_compile
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ def check_speed(speed: DictConfig | dict[str, Any]) -> None:
     steps = speed.get("steps_per_batch", "auto")
     if steps != "auto" and not (is_int(steps) and steps >= 1):
         fail("steps_per_batch", "auto or an int >= 1")
-    if not isinstance(speed.get("cuda_graph", False), bool):
-        fail("cuda_graph", "true or false")
+    for key in ("cuda_graph", "compile"):
+        if not isinstance(speed.get(key, False), bool):
+            fail(key, "true or false")
     seconds = speed.get("write_checkpoints_every_s", 0)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         fail("write_checkpoints_every_s", "a number of seconds >= 0")
@@ -60,11 +62,12 @@ def uses_gpu(trainer_cfg: DictConfig) -> bool:
 
 
 def apply_speed(cfg: DictConfig) -> None:
-    """Sets torch's matmul precision and edits cfg.trainer for cfg.speed (before the Trainer is
-    instantiated; after check_speed)."""
+    """Refuses speed.compile where it cannot run, sets torch's matmul precision and edits
+    cfg.trainer for cfg.speed (before the Trainer is instantiated; after check_speed)."""
     speed = cfg.get("speed")
     if not speed:
         return
+    check_compile(cfg, uses_gpu(cfg.trainer))
     torch.set_float32_matmul_precision(speed.get("matmul_precision", "highest"))
     with open_dict(cfg):
         if speed.get("sanity_val_steps") is not None:

@@ -25,6 +25,7 @@ from nnlab.core.components import NETWORKS
 from nnlab.data.loaders import Batch, BatchGroup
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
+from nnlab.speed.compiled import compile_network
 from nnlab.speed.optim import optimizer_options
 from nnlab.speed.steps import StepRunner
 from nnlab.tasks.divergence import DivergenceWatch
@@ -221,8 +222,11 @@ class TaskModule(L.LightningModule):
     # -- fitting ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit":  # the speed group may ask for manual steps (see StepRunner.for_fit)
-            self.steps = StepRunner.for_fit(self, self.hparams.get("speed") or {})
+            speed = self.hparams.get("speed") or {}
+            self.steps = StepRunner.for_fit(self, speed)
             self.automatic_optimization = self.steps is None
+            if speed.get("compile"):
+                compile_network(self.net)  # speed.compile: torch.compile, in place
 
     def on_train_start(self) -> None:
         # The sanity-check validation before training must not count as a best value.
