@@ -32,7 +32,7 @@ from nnlab.train import train
 from nnlab.validation import validate
 
 from .conftest import run_script
-from .data_formats import idx_gz
+from .helpers.data_formats import idx_gz
 
 QUIET = ("logger=none",)
 # What a refused run may leave in its folder (nnlab.cli removes a folder holding only these).

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nnlab.speed import BufferedCheckpoint
 from nnlab.speed.lightning import checkpoint_connector
 
-from .fitting import quiet_trainer
+from .helpers.fitting import quiet_trainer
 
 
 class Regressor(L.LightningModule):

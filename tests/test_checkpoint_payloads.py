@@ -37,9 +37,9 @@ from nnlab.predict import predict
 from nnlab.tasks.loading import read_checked
 from nnlab.train import train
 
-from . import http_fixtures
 from .conftest import run_script
-from .http_fixtures import FileServer
+from .helpers import http_fixtures
+from .helpers.http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 

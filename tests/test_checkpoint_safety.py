@@ -16,9 +16,9 @@ import torch
 from nnlab.checkpoints import download_checkpoint
 from nnlab.core import ConfigError
 
-from . import http_fixtures
 from .conftest import run_script
-from .http_fixtures import FileServer
+from .helpers import http_fixtures
+from .helpers.http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 

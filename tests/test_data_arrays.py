@@ -21,7 +21,7 @@ from nnlab.data.base import ArrayDataModule
 from nnlab.tasks import build_module
 
 from .conftest import CONFIG_DIR
-from .data_formats import shared
+from .helpers.data_formats import shared
 
 
 class BreastCancer(ArrayDataModule):

@@ -20,7 +20,7 @@ from nnlab.data.features import IDENTIFIER
 from nnlab.data.tables import CSVClassificationDataModule, CSVRegressionDataModule
 from nnlab.train import train
 
-from .data_formats import shared
+from .helpers.data_formats import shared
 
 
 def write(tmp_path: Path, columns: dict[str, list], name: str = "t.csv") -> Path:

@@ -19,7 +19,7 @@ from nnlab.data.remote import RemoteDataModule
 from nnlab.validation import validate
 
 from .conftest import ROOT
-from .http_fixtures import closed_port_url
+from .helpers.http_fixtures import closed_port_url
 
 TASKS = {
     "mnist": "multiclass",

@@ -25,9 +25,9 @@ from nnlab.data.download import (
     verify_zip,
 )
 
-from . import http_fixtures
-from .data_formats import digest, tar_gz, zip_bytes
-from .http_fixtures import FileServer, closed_port_url
+from .helpers import http_fixtures
+from .helpers.data_formats import digest, tar_gz, zip_bytes
+from .helpers.http_fixtures import FileServer, closed_port_url
 
 file_server = http_fixtures.file_server
 REPO = Path(__file__).parents[1]

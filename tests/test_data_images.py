@@ -19,9 +19,9 @@ from nnlab.data.download import MIRROR_ENV
 from nnlab.data.images import CatsVsDogsDataModule, ImageFolderDataModule, find_images
 from nnlab.train import train
 
-from . import http_fixtures
-from .data_formats import jpeg, petimages_zip, shared
-from .http_fixtures import FileServer
+from .helpers import http_fixtures
+from .helpers.data_formats import jpeg, petimages_zip, shared
+from .helpers.http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 

@@ -24,9 +24,9 @@ from nnlab.evaluate import evaluate
 from nnlab.tasks import RegressionTask
 from nnlab.train import train
 
-from . import http_fixtures
-from .data_formats import california_rows, digest, shared, statlib_tgz
-from .http_fixtures import FileServer
+from .helpers import http_fixtures
+from .helpers.data_formats import california_rows, digest, shared, statlib_tgz
+from .helpers.http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 # scikit-learn's feature names, in its order.

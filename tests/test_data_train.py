@@ -20,10 +20,10 @@ from nnlab.data.download import MIRROR_ENV
 from nnlab.data.vision import read_idx
 from nnlab.tasks import MulticlassTask
 
-from . import http_fixtures
-from .data_formats import digest, idx_gz, shared
-from .fitting import quiet_trainer
-from .http_fixtures import FileServer
+from .helpers import http_fixtures
+from .helpers.data_formats import digest, idx_gz, shared
+from .helpers.fitting import quiet_trainer
+from .helpers.http_fixtures import FileServer
 
 pytestmark = pytest.mark.slow
 file_server = http_fixtures.file_server

@@ -23,9 +23,9 @@ from nnlab.data.vision import (
     read_idx,
 )
 
-from . import http_fixtures
-from .data_formats import cifar10_tar, digest, idx_gz, shared
-from .http_fixtures import FileServer
+from .helpers import http_fixtures
+from .helpers.data_formats import cifar10_tar, digest, idx_gz, shared
+from .helpers.http_fixtures import FileServer
 
 file_server = http_fixtures.file_server
 MNIST_REAL = (

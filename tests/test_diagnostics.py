@@ -21,7 +21,7 @@ from nnlab.nn.activations import Maxout
 from nnlab.nn.networks import MLP, Perceptron
 from nnlab.train import train
 
-from .fitting import data_and_module, quiet_trainer
+from .helpers.fitting import data_and_module, quiet_trainer
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

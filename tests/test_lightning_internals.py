@@ -29,7 +29,7 @@ from nnlab.speed.lightning import (
     wandb_init_args,
 )
 
-from .fitting import quiet_trainer
+from .helpers.fitting import quiet_trainer
 
 BATCHES = 4  # per epoch
 

@@ -23,7 +23,7 @@ from nnlab.speed.optim import optimizer_options
 from nnlab.speed.steps import StepRunner, captures_step
 
 from .conftest import run_script
-from .fitting import data_and_module, quiet_trainer
+from .helpers.fitting import data_and_module, quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -20,7 +20,7 @@ from nnlab.tracking import EpochCSVLogger, flatten, run_identity
 from nnlab.train import train
 
 from .conftest import ROOT, run_script
-from .wandb_records import read_run
+from .helpers.wandb_records import read_run
 
 CHOICES = {
     "data": "digits",

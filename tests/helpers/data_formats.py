@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
+SHARED = Path(__file__).parents[2] / ".." / "shared" / "data"
 
 
 def shared(relative: str) -> Path:

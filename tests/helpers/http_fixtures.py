@@ -2,7 +2,7 @@
 (port 0) in a thread of the test process, serving registered files, counting requests per path
 and injecting faults (404, truncated body, wrong bytes).
 
-Use it from a test module as `from . import http_fixtures` and
+Use it from a test module as `from .helpers import http_fixtures` and
 `file_server = http_fixtures.file_server` (a module attribute, so ruff sees no unused import).
 """
 
