@@ -149,8 +149,8 @@ def _reference_page(package: str, modules: list[str]) -> str:
 @event_priority(100)  # before mkdocs-jupyter's, which turns the notebooks it sees into pages
 def on_files(files: Files, config: Any) -> Files:
     work: Path = _state["work"]
-    for file in list(files):
-        if file.src_uri.endswith(".md"):
+    for file in list(files):  # docs/'s own pages and what they show (figures/, assets/)
+        if file.abs_src_path and Path(file.abs_src_path).resolve().is_relative_to(ROOT / "docs"):
             SOURCES[file.src_uri] = f"docs/{file.src_uri}"
     _add(files, config, "index.md", ROOT / "README.md", "README.md")
     _add(

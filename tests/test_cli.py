@@ -175,9 +175,19 @@ def test_single_run_keeps_a_folder_that_holds_more_than_hydra_files(make_cfg):
     cfg = make_cfg()
     folder = hydra_only_folder(Path(cfg.paths.output_dir))
     (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's")
     with pytest.raises(SystemExit):
         cli.run(raising(ConfigError("late")), cfg)
-    assert (folder / "checkpoints").is_dir()
+    assert (folder / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run's"
+
+
+def test_single_run_removes_a_folder_whose_extra_folders_are_empty(make_cfg):
+    cfg = make_cfg()
+    folder = hydra_only_folder(Path(cfg.paths.output_dir))
+    (folder / "checkpoints").mkdir()  # a run that failed before writing a checkpoint
+    with pytest.raises(SystemExit):
+        cli.run(raising(ConfigError("late")), cfg)
+    assert not folder.exists()
 
 
 def test_single_run_missing_value_and_wrapped_config_error(make_cfg):

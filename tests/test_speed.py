@@ -180,6 +180,7 @@ def test_speed_group_is_in_the_composed_config_with_every_key_documented():
     assert OmegaConf.to_container(cfg.speed) == {
         "resident": "auto",
         "cuda_graph": True,
+        "compile": False,
         "steps_per_batch": 16,
         "optimizer_impl": "fused",
         "matmul_precision": "high",
