@@ -62,6 +62,46 @@ def test_init_gain_must_be_positive_or_auto(gain):
         weight_var({"name": "xavier_normal", "gain": gain}, RELU)
 
 
+# nnlab's initializer (name, its options, the gain of the activation after the layer) and the
+# torch.nn.init call that draws the same weights: torch's own initializers as the reference.
+TORCH_INITS = {
+    "xavier_normal": ({}, 1.0, lambda w: nn.init.xavier_normal_(w)),
+    "xavier_uniform": ({}, 1.0, lambda w: nn.init.xavier_uniform_(w)),
+    "xavier_normal, gain 5/3": ({"gain": 5 / 3}, 1.0, lambda w: nn.init.xavier_normal_(w, 5 / 3)),
+    "kaiming_normal, ReLU": (
+        {},
+        math.sqrt(2),
+        lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    ),
+    "kaiming_uniform, ReLU": (
+        {},
+        math.sqrt(2),
+        lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    ),
+    "kaiming_normal, fan_out": (
+        {"mode": "fan_out"},
+        math.sqrt(2),
+        lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),
+    ),
+    "lecun_normal": ({}, 1.0, lambda w: nn.init.kaiming_normal_(w, nonlinearity="linear")),
+}
+
+
+@pytest.mark.parametrize(
+    "layer", [nn.Linear(300, 100), nn.Conv2d(3, 16, 5)], ids=["linear", "conv"]
+)
+@pytest.mark.parametrize("case", TORCH_INITS)
+def test_initializers_draw_what_torchs_own_initializers_draw(case, layer):
+    options, activation_gain, torch_init = TORCH_INITS[case]
+    name = case.split(",")[0]
+    torch.manual_seed(0)
+    init_linear(layer, {"name": name, **options}, gain=activation_gain)
+    ours = layer.weight.detach().clone()
+    torch.manual_seed(0)
+    theirs = torch_init(torch.empty_like(ours))
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
 def test_default_init_is_pytorchs_uniform_bound():
     _, layer = weight_var({"name": "default"})
     bound = 1 / math.sqrt(FAN_IN)

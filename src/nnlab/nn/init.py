@@ -28,8 +28,12 @@ from nnlab.nn.activations import gain
 __all__ = ["INITIALIZERS", "Initializer", "gain", "init_linear", "kaiming_std", "xavier_std"]
 
 
-def _fans(weight: torch.Tensor) -> tuple[int, int]:
-    fan_out, fan_in = weight.shape[0], weight[0].numel()
+def _fans(w: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight: (out, in) for a linear layer; for a convolution's
+    (out, in, kh, kw) each kernel tap counts, fan_in = in·kh·kw and fan_out = out·kh·kw (as
+    torch.nn.init counts them)."""
+    fan_in = w[0].numel()  # the inputs one unit sums over
+    fan_out = w.numel() // w.shape[1]  # the units one input feeds
     return fan_in, fan_out
 
 
@@ -48,7 +52,9 @@ def _normal(w: torch.Tensor, std: float = 0.01) -> None:
 
 
 def _lecun_normal(w: torch.Tensor) -> None:
-    nn.init.normal_(w, 0.0, 1.0 / math.sqrt(_fans(w)[0]))
+    fan_in, _ = _fans(w)
+    std = 1.0 / math.sqrt(fan_in)  # Var(w) = 1/d: the "constant variance 1/d" of the course
+    nn.init.normal_(w, 0.0, std)
 
 
 # An init config's `gain`: a number, or "auto" for the gain of the layer's activation.
@@ -74,32 +80,37 @@ def kaiming_std(fan: int, gain: float) -> float:
 
 
 def _xavier_normal(w: torch.Tensor, activation_gain: float, gain: Gain = 1.0) -> None:
-    # The fans as torch.nn.init.xavier_normal_ counts them (a kernel's taps count in both).
-    fan_in, fan_out = w[0].numel(), w.numel() // w.shape[1]
-    nn.init.normal_(w, 0.0, xavier_std(fan_in, fan_out, gain=_scale(gain, activation_gain)))
+    fan_in, fan_out = _fans(w)
+    std = xavier_std(fan_in, fan_out, gain=_scale(gain, activation_gain))
+    nn.init.normal_(w, 0.0, std)  # w ~ N(0, gain² · 2 / (fan_in + fan_out))
 
 
 def _xavier_uniform(w: torch.Tensor, activation_gain: float, gain: Gain = 1.0) -> None:
-    nn.init.xavier_uniform_(w, gain=_scale(gain, activation_gain))
+    fan_in, fan_out = _fans(w)
+    std = xavier_std(fan_in, fan_out, gain=_scale(gain, activation_gain))
+    bound = math.sqrt(3.0) * std  # U(−a, a) has variance a²/3: the same variance as above
+    nn.init.uniform_(w, -bound, bound)
 
 
 def _fan(w: torch.Tensor, mode: str) -> int:
-    fan_in, fan_out = _fans(w)
     if mode not in ("fan_in", "fan_out"):
         raise ConfigError(f"init.mode must be fan_in or fan_out, got {mode!r}")
+    fan_in, fan_out = _fans(w)
     return fan_in if mode == "fan_in" else fan_out
 
 
 def _kaiming_normal(
     w: torch.Tensor, activation_gain: float, mode: str = "fan_in", gain: Gain = "auto"
 ) -> None:
-    nn.init.normal_(w, 0.0, kaiming_std(_fan(w, mode), _scale(gain, activation_gain)))
+    std = kaiming_std(_fan(w, mode), _scale(gain, activation_gain))
+    nn.init.normal_(w, 0.0, std)  # w ~ N(0, gain² / fan): 2 / fan_in for ReLU
 
 
 def _kaiming_uniform(
     w: torch.Tensor, activation_gain: float, mode: str = "fan_in", gain: Gain = "auto"
 ) -> None:
-    bound = _scale(gain, activation_gain) * math.sqrt(3.0 / _fan(w, mode))
+    std = kaiming_std(_fan(w, mode), _scale(gain, activation_gain))
+    bound = math.sqrt(3.0) * std  # U(−a, a) has variance a²/3
     nn.init.uniform_(w, -bound, bound)
 
 
