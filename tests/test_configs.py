@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 from nnlab.core import ConfigError
 from nnlab.nn.losses import valid_losses
 from nnlab.tasks import module_class
-from nnlab.tasks.base import metric_mode
+from nnlab.tasks.metrics import metric_mode
 from nnlab.validation import REGISTRIES, check_callbacks_and_loggers, data_task, validate
 
 from .conftest import CONFIG_DIR

@@ -12,6 +12,7 @@ from nnlab.core.registry import Entry, Registry
 from nnlab.nn.activations import ACTIVATIONS, Activation, Maxout, sample
 from nnlab.nn.init import INITIALIZERS, init_linear
 from nnlab.nn.losses import LOSSES, create_loss, valid_losses
+from nnlab.tasks import BY_TASK
 
 
 def scaled(size: int, scale: float = 1.0, label: str = "x") -> tuple[int, float, str]:
@@ -139,12 +140,16 @@ def test_every_loss_builds_for_each_task_it_trains(entry):
     for task in entry.tasks:
         num_outputs = 3 if task == "multiclass" else 1
         assert entry.name in valid_losses(task)
-        assert isinstance(create_loss(entry.name, task, num_outputs), nn.Module)
+        default = BY_TASK[task].default_loss  # what loss=auto builds
+        assert isinstance(create_loss(entry.name, task, num_outputs, default), nn.Module)
 
 
 def test_auto_is_each_tasks_own_loss_and_takes_no_options():
-    assert type(create_loss("auto", "regression", 1)).__name__ == "MSELoss"
-    assert type(create_loss(None, "binary", 1)).__name__ == "BCEWithLogitsLoss"
-    assert type(create_loss({"name": "auto"}, "multiclass", 4)).__name__ == "CrossEntropyLoss"
+    auto = {task: BY_TASK[task].default_loss for task in BY_TASK}
+    assert type(create_loss("auto", "regression", 1, auto["regression"])).__name__ == "MSELoss"
+    bce = create_loss(None, "binary", 1, auto["binary"])
+    assert type(bce).__name__ == "BCEWithLogitsLoss"
+    ce = create_loss({"name": "auto"}, "multiclass", 4, auto["multiclass"])
+    assert type(ce).__name__ == "CrossEntropyLoss"
     with pytest.raises(ConfigError, match="loss=auto takes no options, got delta"):
         LOSSES.check({"name": "auto", "delta": 1.0})

@@ -110,7 +110,7 @@ def predict(cfg: DictConfig) -> str:
     module.to(device).eval()
     id_column = cfg.get("id_column")
     total, chunks = read_inputs(Path(cfg.input), prep, module.spec, cfg.batch_size, id_column)
-    columns = Columns(module.spec, cfg.all_probabilities, id_column or "input")
+    columns = Columns(module, cfg.all_probabilities, id_column or "input")
     norm = normalizer(prep)
     failed = count = 0  # counted as read: a table's count above is an estimate for the bar
     with (
@@ -625,22 +625,17 @@ def text_cell(value: str) -> str:
 
 
 class Columns:
-    """The predictions CSV's columns and rows: input (or `first`: the id column's name),
-    prediction (a class name, or a value in the target's own units), for classification the
-    predicted class's probability (and with `all_probabilities` one column per class), and
-    error (empty for a read input)."""
+    """The predictions CSV's columns and rows: input (or `first`: the id column's name), the
+    task's value columns (its `prediction_columns`: a value in the target's own units, or a
+    class name and its probability, with `all_probabilities` one column per class), and error
+    (empty for a read input)."""
 
-    def __init__(self, spec: DataSpec, all_probabilities: bool, first: str = "input") -> None:
-        self.spec, self.all = spec, all_probabilities
+    def __init__(self, module: TaskModule, all_probabilities: bool, first: str = "input") -> None:
+        self.module, self.all = module, all_probabilities
+        spec = module.spec
         self.classes = list(spec.class_names) or [str(c) for c in range(max(spec.num_outputs, 2))]
         self.labels = [text_cell(c) for c in self.classes]  # as written in the prediction column
-        if spec.task == "regression":
-            k = spec.num_outputs
-            values = ["prediction"] if k == 1 else [f"prediction_{i}" for i in range(k)]
-        else:
-            values = ["prediction", "probability"]
-            if all_probabilities:
-                values += [f"probability_{c}" for c in self.classes]
+        values = module.prediction_columns(all_probabilities, self.classes)
         self.header = [text_cell(first), *values, "error"]
 
     def rows(self, chunk: Chunk, output: torch.Tensor, predicted: torch.Tensor) -> list[list]:
@@ -660,20 +655,5 @@ class Columns:
 
     def values(self, output: torch.Tensor, predicted: torch.Tensor) -> tuple[list[list], list]:
         """The value columns of each output row, and whether they are finite numbers."""
-        spec = self.spec
-        if spec.task == "regression":
-            # float64, as the metrics in the target's units: exp of a float32 log price would
-            # cost dollars of rounding.
-            y = output.double()
-            y = y if spec.target_scale is None else spec.target_scale.to_original(y)
-            return y.tolist(), finite_rows(y).tolist()
-        if spec.task == "binary":
-            p1 = torch.sigmoid(output.squeeze(-1).double())
-            probabilities = torch.stack([1 - p1, p1], dim=-1)
-        else:
-            probabilities = torch.softmax(output.double(), dim=-1)
-        rows = []
-        for p, label in zip(probabilities.tolist(), predicted.tolist(), strict=True):
-            row = [self.labels[label], p[label]]
-            rows.append(row + p if self.all else row)
-        return rows, finite_rows(probabilities).tolist()
+        rows, numbers = self.module.prediction_values(output, predicted, self.labels, self.all)
+        return rows, finite_rows(numbers).tolist()

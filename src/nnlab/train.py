@@ -29,9 +29,9 @@ from nnlab.ddp import job_processes
 from nnlab.results import print_metrics, scalar_metrics, write_results
 from nnlab.speed import apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
-from nnlab.tasks.base import metric_mode
 from nnlab.tasks.divergence import anomaly_diverged
 from nnlab.tasks.loading import read_checked
+from nnlab.tasks.metrics import metric_mode
 from nnlab.tracking import instantiate_loggers, log_config, tracking
 from nnlab.validation import check_callbacks_and_loggers, resolve_seed, validate
 
@@ -50,7 +50,10 @@ def train(cfg: DictConfig) -> float | None:
 
     with open_dict(cfg):
         cfg.optimized_metric = cfg.get("optimized_metric") or module_cls.monitor
-        cfg.optimized_mode = cfg.get("optimized_mode") or metric_mode(cfg.optimized_metric)
+        if not cfg.get("optimized_mode"):  # the task's monitor goes its own way
+            monitored = cfg.optimized_metric == module_cls.monitor
+            mode = module_cls.monitor_mode if monitored else metric_mode(cfg.optimized_metric)
+            cfg.optimized_mode = mode
     check_callbacks_and_loggers(cfg)
     fetch_checkpoint_url(cfg)  # a URL is downloaded now, then checked like a local file
     resolve_last_checkpoint(cfg)  # ckpt_path=last: the latest run's last.ckpt

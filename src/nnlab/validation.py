@@ -37,6 +37,7 @@ from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
 from nnlab.nn.networks import PASSED_IN, PLACEHOLDER_SIZES
 from nnlab.speed.config import check_speed, uses_gpu
+from nnlab.tasks import BY_TASK
 from nnlab.tasks.divergence import check_anomaly
 
 T = TypeVar("T")
@@ -318,7 +319,8 @@ def check_registries(cfg: DictConfig, task: str) -> None:
         for config in configs:
             registry.check(config)
     loss = plain(cfg.get("loss"))
-    check_built(cfg, "loss", lambda: create_loss(loss, task, None))
+    default = BY_TASK[task].default_loss  # loss=auto's: the task's own
+    check_built(cfg, "loss", lambda: create_loss(loss, task, None, default))
 
 
 def warn_ignored_groups(cfg: DictConfig) -> None:

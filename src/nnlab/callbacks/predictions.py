@@ -59,18 +59,6 @@ def predict_split(
     return torch.cat(xs), torch.cat(ys), torch.cat(outs)
 
 
-def classify(outputs: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted class, its probability) from logits: softmax for multiclass, sigmoid of the
-    single logit for binary (class 1 when the logit is > 0)."""
-    if task == "binary":
-        p1 = torch.sigmoid(outputs.reshape(-1))
-        predicted = (outputs.reshape(-1) > 0).long()
-        return predicted, torch.where(predicted == 1, p1, 1 - p1)
-    probs = torch.softmax(outputs, dim=-1)
-    confidence, predicted = probs.max(dim=-1)
-    return predicted, confidence
-
-
 def confusion_matrix(y: torch.Tensor, predicted: torch.Tensor, n: int) -> np.ndarray:
     """Counts: rows are true classes, columns predicted classes."""
     return torch.bincount(y.long() * n + predicted, minlength=n * n).reshape(n, n).numpy()
@@ -171,19 +159,19 @@ class PredictionDiagnostics(Callback):
             log.warning("prediction diagnostics need a datamodule; skipped")
             return
         x, y, out = predict_split(pl_module, datamodule.val_dataloader())
-        spec = pl_module.spec
         epoch = trainer.current_epoch if epoch is None else epoch
-        if spec.task == "regression":
-            scale = spec.target_scale
-            if scale is not None:  # back to the target's own units (dollars, not z-scores)
-                y, out = scale.to_original(y.double()), scale.to_original(out.double())
+        # The task module says what its outputs are: classes with their probabilities (its
+        # `confidence`), or values, which it maps back to the target's own units.
+        if hasattr(pl_module, "confidence"):
+            p = Predictions(x, y, out, final, epoch, which)
+            self._classification(trainer, pl_module, p)
+        else:  # back to the target's own units (dollars, not z-scores)
+            y, out = pl_module.in_target_units(y), pl_module.in_target_units(out)
             self._regression(trainer, Predictions(x, y, out, final, epoch, which))
-        else:
-            self._classification(trainer, spec, Predictions(x, y, out, final, epoch, which))
 
-    def _classification(self, trainer: Trainer, spec: Any, p: Predictions) -> None:
-        names = list(spec.class_names) or ["0", "1"]
-        predicted, confidence = classify(p.out, spec.task)
+    def _classification(self, trainer: Trainer, pl_module: Any, p: Predictions) -> None:
+        names = list(pl_module.spec.class_names) or ["0", "1"]
+        predicted, confidence = pl_module.confidence(p.out)
         matrix = confusion_matrix(p.y, predicted, len(names))
         folder = output.output_dir(trainer)
         output.write_csv(

@@ -1,4 +1,5 @@
 """The learning tasks nnlab knows, named once: a datamodule declares one, a network and a loss
 list those they fit, and nnlab.tasks has one LightningModule per task."""
 
-TASKS = ("regression", "binary", "multiclass")
+REGRESSION, BINARY, MULTICLASS = "regression", "binary", "multiclass"
+TASKS = (REGRESSION, BINARY, MULTICLASS)

@@ -14,7 +14,7 @@ from torch import nn
 
 from nnlab.core import ConfigError
 from nnlab.core.registry import Entry, Registry
-from nnlab.core.tasks import TASKS
+from nnlab.core.tasks import BINARY, MULTICLASS, REGRESSION, TASKS
 
 
 class TaskLoss(nn.Module):
@@ -24,21 +24,21 @@ class TaskLoss(nn.Module):
 
 
 class MSELoss(TaskLoss):
-    tasks = ("regression",)
+    tasks = (REGRESSION,)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(output, target.view_as(output))
 
 
 class L1Loss(TaskLoss):
-    tasks = ("regression",)
+    tasks = (REGRESSION,)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(output, target.view_as(output))
 
 
 class HuberLoss(TaskLoss):
-    tasks = ("regression",)
+    tasks = (REGRESSION,)
 
     def __init__(self, delta: float = 1.0) -> None:
         super().__init__()
@@ -53,7 +53,7 @@ class HuberLoss(TaskLoss):
 class BCEWithLogitsLoss(TaskLoss):
     """Bernoulli NLL of sigmoid(logit): softplus(z) − y·z, stable for any z."""
 
-    tasks = ("binary",)
+    tasks = (BINARY,)
 
     def __init__(self, pos_weight: float | None = None) -> None:
         super().__init__()
@@ -72,7 +72,7 @@ class CrossEntropyLoss(TaskLoss):
     """Categorical NLL of softmax(logits), via log-sum-exp. `num_classes` is None while the
     data is not loaded yet (config checks): the class weights' count is then not checked."""
 
-    tasks = ("multiclass",)
+    tasks = (MULTICLASS,)
 
     def __init__(
         self,
@@ -108,18 +108,18 @@ class Loss(Entry):
         return getattr(self.factory, "tasks", TASKS)
 
 
-# loss=auto: each task's maximum-likelihood loss.
-DEFAULT_LOSS = {"regression": "mse", "binary": "bce_with_logits", "multiclass": "cross_entropy"}
-
-
-def _auto(task: str, num_classes: int | None) -> TaskLoss:
-    return LOSSES.build(DEFAULT_LOSS[task], num_classes=num_classes)
+def _auto(task: str, default: str | None, num_classes: int | None) -> TaskLoss:
+    """loss=auto: `default`, the task's maximum-likelihood loss, which its task module names
+    (nnlab.tasks: each task's `default_loss`)."""
+    if default is None:
+        raise ValueError(f"loss=auto needs the {task} task's default loss")
+    return LOSSES.build(default, num_classes=num_classes)
 
 
 LOSSES: Registry[Loss] = Registry(
     "loss",
     [
-        Loss(name="auto", factory=_auto, passed_in=("task", "num_classes")),
+        Loss(name="auto", factory=_auto, passed_in=("task", "default", "num_classes")),
         Loss(name="mse", factory=MSELoss),
         Loss(name="l1", factory=L1Loss),
         Loss(name="huber", factory=HuberLoss),
@@ -147,10 +147,13 @@ def check_task(cfg: str | dict[str, Any] | None, task: str) -> Loss:
 
 
 def create_loss(
-    cfg: str | dict[str, Any] | None, task: str, num_outputs: int | None = None
+    cfg: str | dict[str, Any] | None,
+    task: str,
+    num_outputs: int | None = None,
+    default: str | None = None,
 ) -> TaskLoss:
     """The loss module for a loss config (a name or {name, **options}) on a task with
     `num_outputs`; None while the data is not loaded yet (config checks): class counts are
-    then not checked."""
+    then not checked. loss=auto builds `default`, the task's own loss (its `default_loss`)."""
     check_task(cfg, task)
-    return LOSSES.build(cfg, task=task, num_classes=num_outputs)
+    return LOSSES.build(cfg, task=task, default=default, num_classes=num_outputs)

@@ -13,7 +13,7 @@ from torch import nn
 
 from nnlab.core import ConfigError, is_int
 from nnlab.core.components import register_network
-from nnlab.core.tasks import TASKS
+from nnlab.core.tasks import BINARY, TASKS
 from nnlab.nn.activations import ACTIVATIONS, gain
 from nnlab.nn.init import init_linear
 
@@ -94,7 +94,7 @@ class Perceptron(nn.Module):
     `rule_update` runs the rule over a batch.
     """
 
-    tasks: ClassVar[tuple[str, ...]] = ("binary",)
+    tasks: ClassVar[tuple[str, ...]] = (BINARY,)
     # Its config sets its own start (configs/model/perceptron.yaml: zeros), not the init group.
     own_options: ClassVar[tuple[str, ...]] = ("init",)
 

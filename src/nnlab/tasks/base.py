@@ -33,7 +33,6 @@ from nnlab.tasks.metrics import (
     SAME_ON_EVERY_RANK,
     EpochSums,
     check_monitor,
-    metric_mode,
     sum_over_ranks,
 )
 
@@ -55,8 +54,12 @@ class TaskModule(L.LightningModule):
     """
 
     task: ClassVar[str]
-    # The metric that picks the best checkpoint unless optimized_metric says otherwise.
+    # Its maximum-likelihood loss: what loss=auto trains with (a name in nnlab.nn.losses).
+    default_loss: ClassVar[str]
+    # The metric that picks the best checkpoint unless optimized_metric says otherwise, and
+    # which way it should go ("max" or "min").
     monitor: ClassVar[str]
+    monitor_mode: ClassVar[str]
     # Whether training_step takes groups of batches (speed.steps_per_batch; nnlab.speed).
     takes_batch_groups: ClassVar[bool] = True
 
@@ -83,13 +86,13 @@ class TaskModule(L.LightningModule):
         }
         # Through the network registry, never Hydra: a checkpoint's config names no import path.
         self.net = NETWORKS.build(model, "model", **sizes)
-        self.loss_fn = create_loss(loss, self.spec.task, self.spec.num_outputs)
+        self.loss_fn = create_loss(loss, self.task, self.spec.num_outputs, self.default_loss)
         metrics = self.make_metrics()
         # One collection per evaluation stage (keys "val" etc. would clash with nn.Module).
         self.metrics = torch.nn.ModuleDict(
             {f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES[1:]}
         )
-        self.best = MaxMetric() if metric_mode(self.monitor) == "max" else MinMetric()
+        self.best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
         # The speed group's training steps (nnlab.speed.steps), made in setup(); None trains
         # with Lightning's automatic optimization.
         self.steps: StepRunner | None = None
@@ -111,9 +114,31 @@ class TaskModule(L.LightningModule):
         cannot be captured."""
         raise NotImplementedError
 
+    def link(self, output: Tensor) -> Tensor:
+        """The link: the mean of the likelihood's distribution from the network's raw outputs
+        (identity, sigmoid or softmax)."""
+        raise NotImplementedError
+
+    def predicted(self, output: Tensor) -> Tensor:
+        """The task's prediction from raw outputs (a value, a class, or a 0/1 label)."""
+        raise NotImplementedError
+
+    def prediction_columns(self, all_probabilities: bool, classes: list[str]) -> list[str]:
+        """The value columns of predict.py's CSV (between the input's and the error's):
+        `classes` names the classes; `all_probabilities` adds one column per class."""
+        raise NotImplementedError
+
+    def prediction_values(
+        self, output: Tensor, predicted: Tensor, labels: list[str], all_probabilities: bool
+    ) -> tuple[list[list[Any]], Tensor]:
+        """The value cells of each output row, in `prediction_columns` order (a class is
+        written as its label in `labels`), and the float64 numbers they come from (one row
+        each), whose finiteness decides whether the row is an error."""
+        raise NotImplementedError
+
     def predict(self, x: Tensor) -> Tensor:
         """The task's prediction for inputs x (a value, a class, or a 0/1 label)."""
-        return self(x)
+        return self.predicted(self(x))
 
     # -- forward, loss and metrics ------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

@@ -6,12 +6,29 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from nnlab.tasks.base import TaskModule
+from nnlab.core.tasks import MULTICLASS
+from nnlab.tasks.classifier import ClassifierTask
 
 
-class MulticlassTask(TaskModule):
-    task = "multiclass"
-    monitor = "val/acc"
+class MulticlassTask(ClassifierTask):
+    """Softmax regression: a linear score per class, the softmax link, the categorical
+    likelihood, whose negative log is the cross-entropy (any network's logits take the linear
+    scores' place)."""
+
+    task = MULTICLASS
+    default_loss = "cross_entropy"
+    monitor, monitor_mode = "val/acc", "max"
+
+    def link(self, output: torch.Tensor) -> torch.Tensor:
+        """P(y = k | x) = softmax(z)_k, z the logits."""
+        return torch.softmax(output, dim=-1)
+
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        return self.link(output)
+
+    def predicted(self, output: torch.Tensor) -> torch.Tensor:
+        """The class of the largest logit (the most probable)."""
+        return output.argmax(dim=-1)
 
     def make_metrics(self) -> MetricCollection:
         n = self.spec.num_outputs
@@ -26,7 +43,4 @@ class MulticlassTask(TaskModule):
         return output, y
 
     def train_sums(self, output, y):
-        return {"acc": (output.argmax(dim=-1) == y).sum(dtype=torch.float32)}
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x).argmax(dim=-1)
+        return {"acc": (self.predicted(output) == y).sum(dtype=torch.float32)}

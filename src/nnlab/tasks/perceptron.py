@@ -29,7 +29,10 @@ class Probability(MetricInputTransformer):
 
 
 class PerceptronTask(BinaryTask):
-    """Applies w := w + lr·(y − ŷ)·x sample by sample, ŷ = 1[w·x + b ≥ 0] (accuracy and F1
+    """The perceptron: a linear score and the step output, trained by its own rule rather
+    than by a likelihood's gradient (its probabilities, the sigmoid of the score, are a gauge).
+
+    Applies w := w + lr·(y − ŷ)·x sample by sample, ŷ = 1[w·x + b ≥ 0] (accuracy and F1
     are of that step output); stops once an epoch makes no mistake
     (on linearly separable data it always does: the perceptron convergence theorem).
 
@@ -75,10 +78,11 @@ class PerceptronTask(BinaryTask):
         return output.squeeze(-1), y.long()
 
     def train_sums(self, output, y):
-        return {"acc": (Perceptron.step(output.squeeze(-1)) == y.long()).sum(dtype=torch.float32)}
+        return {"acc": (self.predicted(output) == y.long()).sum(dtype=torch.float32)}
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.predict(x)
+    def predicted(self, output: torch.Tensor) -> torch.Tensor:
+        """The step output 1[score ≥ 0] (the score is the single output)."""
+        return Perceptron.step(output.squeeze(-1)).long()
 
     def on_train_epoch_start(self) -> None:
         self.epoch_mistakes.zero_()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.wrappers import MetricInputTransformer
 
+from nnlab.core.tasks import REGRESSION
 from nnlab.data.spec import TargetScale
 from nnlab.tasks.base import TaskModule
 
@@ -32,12 +35,40 @@ class Rescaled(MetricInputTransformer):
 
 
 class RegressionTask(TaskModule):
-    """Logs mse, mae and r2 on the training scale; when the data scaled its target (spec
+    """Linear regression: a linear score, the identity link, the Gaussian likelihood, whose
+    negative log is the MSE (up to constants; any network's output takes the score's place).
+
+    Logs mse, mae and r2 on the training scale; when the data scaled its target (spec
     `target_scale`), also rmse_orig and mae_orig in the target's own units (e.g. dollars) and,
     for a log target, rmse_log (the RMSE of log values: Kaggle's house-price metric)."""
 
-    task = "regression"
-    monitor = "val/mse"
+    task = REGRESSION
+    default_loss = "mse"
+    monitor, monitor_mode = "val/mse", "min"
+
+    def link(self, output: torch.Tensor) -> torch.Tensor:
+        """The Gaussian's mean is the output itself."""
+        return output
+
+    def predicted(self, output: torch.Tensor) -> torch.Tensor:
+        return self.link(output)
+
+    def in_target_units(self, t: torch.Tensor) -> torch.Tensor:
+        """Outputs or targets in the target's own units (float64: exp of a float32 log price
+        would cost dollars of rounding); as they are when the data did not scale its target."""
+        scale = self.spec.target_scale
+        return t if scale is None else scale.to_original(t.double())
+
+    def prediction_columns(self, all_probabilities: bool, classes: list[str]) -> list[str]:
+        k = self.spec.num_outputs
+        return ["prediction"] if k == 1 else [f"prediction_{i}" for i in range(k)]
+
+    def prediction_values(
+        self, output: torch.Tensor, predicted: torch.Tensor, labels: list[str],
+        all_probabilities: bool,
+    ) -> tuple[list[list[Any]], torch.Tensor]:  # fmt: skip
+        y = self.in_target_units(output.double())
+        return y.tolist(), y
 
     def make_metrics(self) -> MetricCollection:
         n = self.spec.num_outputs
