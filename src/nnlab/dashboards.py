@@ -15,12 +15,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from nnlab.core.tasks import REGRESSION
+from nnlab.tasks import MulticlassTask, RegressionTask, TaskModule
+
 # The step axis WandbLogger defines for every metric it logs.
 STEP = "trainer/global_step"
 # Runs are grouped by these config keys (see nnlab.tracking: choices.<group> in every config).
 GROUP_BY = ("choices.init", "choices.activation")
-# Per task: the metric the sweep is judged by.
-QUALITY = {"classification": ("acc", "accuracy"), "regression": ("mse", "MSE")}
+# Per kind of sweep: the task module whose monitored metric judges it, the metric in words,
+# and the prediction diagnostics shown (nnlab.callbacks.predictions).
+QUALITY: dict[str, tuple[type[TaskModule], str, list[str]]] = {
+    "classification": (
+        MulticlassTask,
+        "accuracy",
+        ["diagnostics/confusion_matrix", "diagnostics/misclassified"],
+    ),
+    REGRESSION: (RegressionTask, "MSE", ["diagnostics/pred_vs_actual", "diagnostics/residuals"]),
+}
 
 
 def workspace_spec(
@@ -34,10 +45,8 @@ def workspace_spec(
     longer than a function should be, so that it reads top to bottom like the page it makes."""
     if task not in QUALITY:
         raise ValueError(f"task must be one of {', '.join(QUALITY)}, got {task!r}")
-    metric, label = QUALITY[task]
-    media = ["diagnostics/confusion_matrix", "diagnostics/misclassified"]
-    if task == "regression":
-        media = ["diagnostics/pred_vs_actual", "diagnostics/residuals"]
+    module, label, media = QUALITY[task]
+    metric = module.monitor.removeprefix("val/")
     return {
         "entity": entity,
         "project": project,
