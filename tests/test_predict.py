@@ -32,6 +32,7 @@ from nnlab.predict import NOT_FINITE, UNDECODABLE, count_rows, predict
 from nnlab.train import train
 
 from .conftest import CONFIG_DIR, ROOT, run_script
+from .helpers.data_formats import california_rows
 
 QUIET = ("logger=none", "diagnostics=none", "trainer.max_epochs=1")
 
@@ -309,6 +310,49 @@ def test_table_regression_predicts_the_test_split_in_dollars(make_cfg, tmp_path,
     rows = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={extra}")))
     assert "never seen in training, not used: garden" in caplog.text
     assert [float(rows[i]["prediction"]) for i in test_rows] == pytest.approx(got, rel=1e-6)
+
+
+def test_california_predicts_from_the_files_own_columns(make_cfg, tmp_path):
+    """The model is trained on scikit-learn's features derived from housing.csv (rooms per
+    household, …): predict.py derives them from new rows in the file's own columns, and takes a
+    table in scikit-learn's columns as it is."""
+    from nnlab.data.derived import CALIFORNIA_FEATURES, california_features
+
+    rows = california_rows(120)
+    header = "longitude,latitude,housing_median_age,total_rooms,total_bedrooms,population,"
+    header += "households,median_income,median_house_value,ocean_proximity"
+    raw = tmp_path / "housing.csv"
+    raw.write_text(
+        "\n".join([header, *(",".join(f"{v:.6f}" for v in r) + ",INLAND" for r in rows)]) + "\n"
+    )
+    ckpt, dm = fit(make_cfg, "data=california_housing", f"data.path={raw}")
+    module = load_module(ckpt).eval()
+    with torch.no_grad():
+        out = module(dm.splits["test"][0]).squeeze(-1).double()
+    dollars = module.spec.target_scale.to_original(out).tolist()
+    test_rows = split_rows(dm, "test")
+    got = read_rows(predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={raw}")))
+    assert [float(got[i]["prediction"]) for i in test_rows] == pytest.approx(dollars, rel=1e-5)
+    # The same rows in scikit-learn's columns (no target), with an id: the same predictions.
+    derived = california_features(read_csv(raw)).drop(columns=["MedHouseVal", "ocean_proximity"])
+    assert list(derived.columns) == list(CALIFORNIA_FEATURES)
+    households = rows[:, 6]
+    assert derived["AveRooms"].to_numpy() == pytest.approx(rows[:, 3] / households, rel=1e-5)
+    assert derived["AveOccup"].to_numpy() == pytest.approx(rows[:, 5] / households, rel=1e-5)
+    sk = tmp_path / "sklearn_columns.csv"
+    derived.insert(0, "district", [f"d{i}" for i in range(len(derived))])
+    derived.to_csv(sk, index=False)
+    cfg = predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={sk}", "id_column=district")
+    same = read_rows(predict(cfg))
+    assert [r["district"] for r in same] == [f"d{i}" for i in range(120)]
+    assert [float(r["prediction"]) for r in same] == pytest.approx(
+        [float(r["prediction"]) for r in got], rel=1e-5
+    )
+    # Neither set of columns: one error naming what is missing.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("longitude,latitude\n1,2\n")
+    with pytest.raises(ConfigError, match=r"lacks housing_median_age, total_rooms"):
+        predict(predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={bad}"))
 
 
 def test_table_classification_predicts_class_names_and_probabilities(make_cfg, tmp_path):

@@ -36,6 +36,7 @@ from nnlab.console import print_config_tree, setup_console
 from nnlab.core import ConfigError, is_int
 from nnlab.data.base import PREPROCESSING_KEY
 from nnlab.data.csv_reader import read_csv_chunks
+from nnlab.data.derived import derivation
 from nnlab.data.features import TablePipeline
 from nnlab.data.images import IMAGE_EXTENSIONS, decode_image
 from nnlab.data.loaders import Normalize
@@ -368,6 +369,9 @@ def read_inputs(
         pipeline = table_pipeline_from_state(prep)
         text = [*pipeline.text_columns, *([id_column] if id_column else [])]
         frames = read_csv_chunks(path, batch_size, text=text)
+        derive = derivation(prep.get("derived"))  # features made from the file's own columns
+        if derive is not None:
+            frames = map(derive, frames)
         return count_rows(path), csv_chunks(frames, id_column, path, table_inputs(pipeline))
     if suffix not in (*TABLE_SUFFIXES, ".npy"):
         raise ConfigError(

@@ -15,6 +15,7 @@ import pandas as pd
 from nnlab.core import ConfigError, DataUnavailableError
 from nnlab.core.components import register_datamodule
 from nnlab.data.csv_reader import read_csv
+from nnlab.data.derived import CALIFORNIA_RAW, california_features
 from nnlab.data.download import Remote, fetch
 from nnlab.data.features import is_numeric
 from nnlab.data.remote import RemoteDataModule
@@ -112,18 +113,10 @@ CAL_HOUSING = Remote(
     "sha256:aaa5c9a6afe2225cc2aed2723682ae403280c4a3695a2ddda4ffb5d8215ea681",
 )
 CAL_HOUSING_MEMBER = "CaliforniaHousing/cal_housing.data"
-# The columns of cal_housing.data, in file order.
-CAL_HOUSING_COLUMNS = (
-    "longitude", "latitude", "housingMedianAge", "totalRooms", "totalBedrooms",
-    "population", "households", "medianIncome", "medianHouseValue",
-)  # fmt: skip
-
-
-# Hands-On ML's housing.csv: the same columns, snake_case, plus ocean_proximity.
-HOUSING_CSV_COLUMNS = (
-    "longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
-    "population", "households", "median_income", "median_house_value",
-)  # fmt: skip
+# The columns of cal_housing.data, in file order, and of Géron's housing.csv (the same columns,
+# snake_case, plus ocean_proximity).
+CAL_HOUSING_COLUMNS = tuple(CALIFORNIA_RAW)
+HOUSING_CSV_COLUMNS = tuple(CALIFORNIA_RAW.values())
 
 
 def read_housing_csv(path: str | Path) -> np.ndarray:
@@ -182,18 +175,8 @@ class CaliforniaHousingDataModule(DownloadedTable):
     def read_table(self) -> pd.DataFrame:
         path = self.source
         columns = read_housing_csv(path) if path.suffix == ".csv" else read_cal_housing(path)
-        d = dict(zip(CAL_HOUSING_COLUMNS, columns.T, strict=True))
-        households = d["households"]
-        return pd.DataFrame(
-            {
-                "MedInc": d["medianIncome"],
-                "HouseAge": d["housingMedianAge"],
-                "AveRooms": d["totalRooms"] / households,
-                "AveBedrms": d["totalBedrooms"] / households,
-                "Population": d["population"],
-                "AveOccup": d["population"] / households,
-                "Latitude": d["latitude"],
-                "Longitude": d["longitude"],
-                "MedHouseVal": d["medianHouseValue"],
-            }
-        )
+        return california_features(pd.DataFrame(columns, columns=list(CAL_HOUSING_COLUMNS)))
+
+    def preprocessing(self) -> dict[str, Any]:
+        # predict.py derives the same features from new rows in the file's own columns.
+        return {**super().preprocessing(), "derived": "california_housing"}
