@@ -127,13 +127,14 @@ def test_arrays_and_csv_of_numbers_predict_what_the_model_gave(make_cfg, tmp_pat
     ckpt, dm = fit(make_cfg, "data=digits")
     x_test = dm.splits["test"][0]  # (N, 1, 8, 8) floats 0..16
     np.save(tmp_path / "digits.npy", x_test.numpy())
+    np.save(tmp_path / "no_channel.npy", x_test[:, 0].numpy())  # (N, 8, 8): grey, as is usual
     table = tmp_path / "digits.csv"
     header = ",".join(f"pixel{i}" for i in range(64))
     np.savetxt(
         table, x_test.reshape(len(x_test), -1).numpy(), "%g", ",", header=header, comments=""
     )
     expected = model_probabilities(ckpt, x_test, dm)
-    for name in ("digits.npy", "digits.csv"):
+    for name in ("digits.npy", "no_channel.npy", "digits.csv"):
         cfg = predict_cfg(tmp_path, f"ckpt_path={ckpt}", f"input={tmp_path / name}")
         rows = read_rows(predict(cfg))
         assert [r["input"] for r in rows] == [str(i) for i in range(len(x_test))]

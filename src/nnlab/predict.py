@@ -501,7 +501,8 @@ def cell_errors(frame: pd.DataFrame, columns: list[str], missing_ok: bool) -> li
 
 
 def npy_array(path: Path, spec: DataSpec) -> np.ndarray:
-    """A .npy array of raw inputs, (N, *input_shape) or one input (*input_shape), read lazily
+    """A .npy array of raw inputs, (N, *input_shape) or one input (*input_shape) (one-channel
+    images also without the channel axis: (N, H, W) or (H, W)), read lazily
     (memory-mapped: batches are read as they are predicted). It must hold real numbers:
     integers within float32's exact range (±2**24) or floats (NaN and inf: error rows)."""
     dtype = npy_dtype(path)
@@ -525,12 +526,17 @@ def npy_array(path: Path, spec: DataSpec) -> np.ndarray:
                 "convert them to floats first"
             )
     shape = tuple(spec.input_shape)
-    if x.shape == shape:
+    # One-channel images may come without their channel axis: (H, W) or (N, H, W).
+    grey = len(shape) == 3 and shape[0] == 1
+    if x.shape == shape or (grey and x.shape == shape[1:]):
         x = x[None]
+    if grey and x.shape[1:] == shape[1:]:
+        x = x[:, None]  # a view: the memory map is still read lazily
     if x.shape[1:] != shape:
+        also = f", or [N, {shape[1]}, {shape[2]}] without the channel axis" if grey else ""
         raise ConfigError(
             f"input={path} has shape {list(x.shape)}; the model takes inputs of shape "
-            f"{list(shape)} (one, or N of them: [N, {', '.join(map(str, shape))}])"
+            f"{list(shape)} (one, or N of them: [N, {', '.join(map(str, shape))}]{also})"
         )
     return x
 
