@@ -2,7 +2,7 @@
 input=<csv | image | folder of images | .npy>`; see README.md. The same as `nnlab-predict` or
 `nnlab predict` after a `pip install`: one app, in nnlab.entry."""
 
-from nnlab.entry import predict
+from nnlab.entry import predict_app
 
 if __name__ == "__main__":
-    predict()
+    predict_app()

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ[COMMAND_ENV] = command  # inherited by the processes of other DDP ranks
     sys.argv = [sys.argv[0], *rest]  # Hydra reads its arguments from sys.argv
-    {"train": entry.train, "eval": entry.evaluate, "predict": entry.predict}[command]()
+    entry.APPS[command]()
     return 0
 
 

@@ -51,6 +51,8 @@ def _predict() -> Callable[[DictConfig], Any]:
     return predict
 
 
-train = hydra_app("train", _train)
-evaluate = hydra_app("eval", _evaluate)
-predict = hydra_app("predict", _predict)
+# The apps, by the sub-command and config that name them (nnlab.train.train & co. are the runs).
+train_app = hydra_app("train", _train)
+eval_app = hydra_app("eval", _evaluate)
+predict_app = hydra_app("predict", _predict)
+APPS = {"train": train_app, "eval": eval_app, "predict": predict_app}
