@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from nnlab.compat import checkpoint_connector
 from nnlab.speed import BufferedCheckpoint
-from nnlab.speed.lightning import checkpoint_connector
 
 from .helpers.fitting import quiet_trainer
 

@@ -335,9 +335,9 @@ def test_a_graph_captured_step_is_not_hooked(make_cfg, tmp_path, caplog, monkeyp
     """With speed.cuda_graph the module's steps are replayed from a CUDA graph: hooks present at
     capture would be baked into every replay, so none are registered, and the log says why."""
     diagnostics = LayerDiagnostics(every_n_steps=1, plots=False)
-    # A plain step taken for captured (nnlab.speed.steps.captures_step), as on a GPU.
+    # A plain step taken for captured (TaskModule.captures_step), as on a GPU.
     trainer, module, datamodule = fit(make_cfg, tmp_path, [diagnostics], "speed.steps_per_batch=1")
-    monkeypatch.setattr("nnlab.callbacks.layers.captures_step", lambda module: True)
+    monkeypatch.setattr(type(module), "captures_step", True)
     with caplog.at_level("WARNING", logger="nnlab.callbacks.layers"):
         trainer.fit(module, datamodule=datamodule)
     assert not (tmp_path / output.DIRNAME / "activations.csv").exists()

@@ -1,5 +1,5 @@
-"""Lightning's internals that the fast path relies on (nnlab.speed.lightning, the one place that
-touches them): each exists on the installed Lightning and behaves as assumed. A Lightning
+"""Lightning's internals that the fast path and the loggers rely on (nnlab.compat, the one
+place that touches them): each exists on the installed Lightning and behaves as assumed. A Lightning
 upgrade that removes or changes one fails here, loudly, instead of training slower or logging
 at the wrong steps."""
 
@@ -16,8 +16,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 from torch.utils.data import DataLoader, TensorDataset
 
-from nnlab.speed import lightning as internals
-from nnlab.speed.lightning import (
+from nnlab import compat as internals
+from nnlab.compat import (
     STEP_HOOKS,
     ModelCheckpointSteps,
     add_logged_steps,

@@ -20,7 +20,7 @@ from nnlab.data.groups import AUTO_STEPS_PER_BATCH
 from nnlab.speed import apply_speed, check_speed
 from nnlab.speed.graphed import _restore, _snapshot
 from nnlab.speed.optim import optimizer_options
-from nnlab.speed.steps import StepRunner, captures_step
+from nnlab.speed.steps import StepRunner
 
 from .conftest import run_script
 from .helpers.fitting import data_and_module, quiet_trainer
@@ -288,7 +288,7 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
     )
     trainer.fit(module, datamodule=data)
     assert data.train_batches_per_item == 8
-    assert captures_step(module) and module.steps.graphed.graph is not None
+    assert module.captures_step and module.steps.graphed.graph is not None
     assert trainer.global_step == batches_per_epoch + 3
     assert "train/loss" in trainer.callback_metrics
 
@@ -296,11 +296,11 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
 def test_only_steps_replayed_from_a_graph_count_as_captured():
     # What LayerDiagnostics asks before hooking layers (a replay runs no hooks).
     data, module = data_and_module(composed("data=digits", "speed=max"))
-    assert not captures_step(module)  # no runner before fitting
+    assert not module.captures_step  # no runner before fitting
     quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0).fit(module, datamodule=data)
-    assert module.steps is not None and not captures_step(module)  # grouped, eager: the CPU
+    assert module.steps is not None and not module.captures_step  # grouped, eager: the CPU
     module.steps = StepRunner(module, per_batch=1, graph=True)  # as on a GPU
-    assert captures_step(module)
+    assert module.captures_step
 
 
 def test_fits_leave_the_datamodule_as_built():

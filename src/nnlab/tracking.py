@@ -35,10 +35,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.compat import CSVLoggerWriter, wandb_init_args, wandb_run
 from nnlab.core import ConfigError
 from nnlab.core.hydra import hydra_choices
 from nnlab.core.results_file import RESULTS, read_results
-from nnlab.speed.lightning import CSVLoggerWriter, wandb_init_args, wandb_run
 
 log = logging.getLogger(__name__)
 

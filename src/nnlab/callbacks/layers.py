@@ -29,7 +29,6 @@ from nnlab.callbacks import output
 from nnlab.core import ConfigError
 from nnlab.data.loaders import BatchGroup
 from nnlab.nn.activations import ACTIVATIONS, sample
-from nnlab.speed.steps import captures_step
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ class LayerDiagnostics(Callback):
         self._next_step = max(self._next_step, step)
         if self._next_step >= step + steps or not self.layers or not trainer.is_global_zero:
             return
-        if captures_step(pl_module):
+        if getattr(pl_module, "captures_step", False):  # nnlab.tasks.TaskModule.captures_step
             # speed.cuda_graph: the step is (or is about to be) captured, and a replay runs no
             # Python hooks; hooks present at capture would be baked into every replay.
             self._warn_unmeasured(step)

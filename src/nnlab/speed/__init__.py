@@ -9,8 +9,8 @@ computes, so that a task module (nnlab.tasks) reads as forward, loss, metrics an
 - compiled: speed.compile, the network compiled with torch.compile (and where it is refused).
 - checkpoint: BufferedCheckpoint, checkpoints taken once per moment and written in batches.
 - report: SpeedReport and StepProgressBar.
-- lightning: the only module in nnlab that relies on Lightning's internals (private
-  attributes), each checked at import against the installed Lightning.
+Lightning's private internals that these rely on live in nnlab.compat (with tracking's W&B
+and CSV ones), the only module that touches them.
 """
 
 from nnlab.speed.checkpoint import BufferedCheckpoint

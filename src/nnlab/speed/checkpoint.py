@@ -34,8 +34,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from nnlab.checkpoints import is_url, moved_state, remove_leftovers, save_atomically
+from nnlab.compat import ModelCheckpointSteps, dump_checkpoint, training_moment
 from nnlab.core import ConfigError
-from nnlab.speed.lightning import ModelCheckpointSteps, dump_checkpoint, training_moment
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import lightning as L
 import torch
 
+from nnlab.compat import add_logged_steps, step_counters, step_wrappers_idle
 from nnlab.core import ConfigError
 from nnlab.data.loaders import Batch, BatchGroup
 from nnlab.speed.graphed import GraphedStep
-from nnlab.speed.lightning import add_logged_steps, step_counters, step_wrappers_idle
 
 
 class SteppedModule(Protocol):
@@ -143,11 +143,3 @@ class StepRunner:
 
     def _reset_sums(self) -> None:
         self.module.sums.zero("train")
-
-
-def captures_step(module: Any) -> bool:
-    """Whether `module`'s training steps are (or, from train start, will be) replayed from a
-    CUDA graph: no Python hook (a forward hook, say) runs in a replay, and one present at
-    capture would be baked into every replay."""
-    steps = getattr(module, "steps", None)
-    return isinstance(steps, StepRunner) and steps.graph

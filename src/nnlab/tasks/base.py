@@ -172,6 +172,13 @@ class TaskModule(L.LightningModule):
             and not torch.cuda.is_current_stream_capturing()
         )
 
+    @property
+    def captures_step(self) -> bool:
+        """Whether training steps are (or, from train start, will be) replayed from a CUDA
+        graph (speed.cuda_graph on a GPU): no Python hook (a forward hook, say) runs in a
+        replay, and one present at capture would be baked into every replay."""
+        return self.steps is not None and self.steps.graph
+
     def _train_loss_sum(self) -> Tensor | None:
         """The device sum of this training epoch's losses (× batch sizes), once a step made it."""
         return self.sums.totals["train"].get("loss")

@@ -1,8 +1,8 @@
 """The one place in nnlab that relies on Lightning's internals: its private attributes (names
-starting with "_") and what its per-step wrappers do.
+starting with "_") and what its per-step wrappers do. nnlab.speed and nnlab.tracking use them.
 
-The fast path needs a few things Lightning keeps to itself: counting an optimizer step taken
-without its optimizer wrapper, moving the step that loggers record metrics at, dumping a
+The fast path and the loggers need a few things Lightning keeps to itself: counting an optimizer
+step taken without its optimizer wrapper, moving the step that loggers record metrics at, dumping a
 checkpoint without writing it, the hook being run, ModelCheckpoint's private steps, the
 arguments a WandbLogger passes to wandb.init and its run before it starts one, and where a
 CSVLogger keeps its writer. Each is one small named function (or, for
@@ -247,7 +247,7 @@ def check_internals() -> None:
         raise ImportError(
             f"nnlab.speed relies on Lightning internals that lightning {L.__version__} "
             f"no longer has: {'; '.join(missing)}. They were checked against Lightning "
-            f"{CHECKED}: install that version, or adapt src/nnlab/speed/lightning.py."
+            f"{CHECKED}: install that version, or adapt src/nnlab/compat.py."
         )
 
 
