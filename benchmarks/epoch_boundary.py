@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from nnlab.core.hydra import instantiate_group
     from nnlab.data.synthetic import SyntheticImagesDataModule
-    from nnlab.speed import apply_speed, check_speed, data_options, frozen_heap
+    from nnlab.speed import FastPath, apply_speed, check_speed, data_options, frozen_heap
     from nnlab.tasks import build_module
 
     device = torch.device(args.device)
@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         cfg.trainer.max_epochs = args.epochs
         check_speed(cfg.speed)  # as train.py: validated once, then applied
         apply_speed(cfg)
-        options = data_options(cfg)  # resident, steps_per_batch: as train.py builds the data
+        options = data_options(cfg)  # resident: as train.py builds the data
         data = SyntheticImagesDataModule(n_train=args.n_train, n_test=256, seed=0, **options)
         data.setup("fit")
         data.batch_size = args.batch_size
         module = build_module(cfg, data.spec)
-        callbacks = [*instantiate_group(cfg.callbacks), timer]
+        callbacks = [*instantiate_group(cfg.callbacks), FastPath(cfg.speed), timer]
         trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,

@@ -113,7 +113,7 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
     from hydra.utils import instantiate
 
     from nnlab.core.hydra import instantiate_group
-    from nnlab.speed import apply_speed, check_speed, frozen_heap
+    from nnlab.speed import FastPath, apply_speed, check_speed, frozen_heap
     from nnlab.tasks import build_module
 
     class Timer(L.Callback):
@@ -136,7 +136,7 @@ def run_nnlab(data, net, batch_size, device, clock: Clock, speed: str, extra=())
         data = speed_data(data, cfg)
         data.batch_size = batch_size
         module = build_module(cfg, data.spec)
-        callbacks = [*instantiate_group(cfg.callbacks), Timer()]
+        callbacks = [*instantiate_group(cfg.callbacks), FastPath(cfg.speed), Timer()]
         loggers = instantiate_group(cfg.logger)
         trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_model_summary=False
@@ -151,7 +151,7 @@ SPEED_DATA: dict[tuple, object] = {}
 
 def speed_data(data, cfg):
     """A datamodule of the same images as `data`, built with the speed group's options as
-    train.py builds it (resident, steps_per_batch); one per set of options, loaded once."""
+    train.py builds it (resident); one per set of options, loaded once."""
     from nnlab.data.synthetic import SyntheticImagesDataModule
     from nnlab.speed import data_options
 

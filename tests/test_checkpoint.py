@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from nnlab.callbacks import BufferedCheckpoint
 from nnlab.compat import checkpoint_connector
-from nnlab.speed import BufferedCheckpoint
 
 from .helpers.fitting import quiet_trainer
 
@@ -219,7 +219,7 @@ def test_a_negative_interval_is_refused():
 
 
 def test_copies_are_independent_and_keep_state_dict_metadata():
-    from nnlab.speed.checkpoint import _copy_tensors
+    from nnlab.callbacks.checkpoint import _copy_tensors
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     state = {"state_dict": net.state_dict(), "betas": (0.9, 0.999), "groups": [{"lr": 0.1}]}
@@ -326,7 +326,7 @@ def test_a_best_checkpoint_gone_from_the_old_folder_is_warned_about(tmp_path, ca
 def test_files_are_written_beside_their_target_never_in_tmpdir(tmp_path, monkeypatch):
     import tempfile
 
-    from nnlab.speed.checkpoint import AtomicCheckpointIO
+    from nnlab.callbacks.checkpoint import AtomicCheckpointIO
 
     # Lightning's own writer (fsspec's transaction) writes each file whole in $TMPDIR first,
     # where a killed process leaves it.

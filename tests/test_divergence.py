@@ -206,10 +206,12 @@ def test_under_debug_anomaly_the_backward_pass_names_the_operation(make_cfg):
 
 
 def test_debug_anomaly_is_refused_with_a_cuda_graph(make_cfg, monkeypatch):
-    monkeypatch.setattr(divergence, "uses_gpu", lambda trainer_cfg: True)  # as on a GPU
+    from nnlab.speed import config as speed_config
+
+    monkeypatch.setattr(speed_config, "uses_gpu", lambda trainer_cfg: True)  # as on a GPU
     with pytest.raises(ConfigError, match="cannot check a step captured as a CUDA graph"):
         train(make_cfg("debug=anomaly", "speed=max", *QUIET))
-    divergence.check_anomaly(make_cfg("debug=anomaly", *QUIET))  # speed=default: fine
+    speed_config.check_anomaly(make_cfg("debug=anomaly", *QUIET))  # speed=default: fine
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -9,6 +9,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from nnlab.data.base import ArrayDataModule, Split
 from nnlab.data.loaders import BatchOrder, EpochPermutation, HostBatches, Normalize, TensorBatches
+from nnlab.speed.groups import StepGroups
 
 
 def ids(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,15 +133,14 @@ def test_datamodule_picks_the_resident_loader_on_cpu_without_copying():
     assert isinstance(host.train_dataloader(), HostBatches)
 
 
-def test_datamodule_takes_its_batches_per_step_at_construction():
-    grouped = Ramp(batch_size=16, steps_per_batch=3)
-    assert grouped.train_batches_per_item == 3
-    groups = [len(group) for group in grouped.train_dataloader()]
-    assert sum(groups) == -(-len(grouped.splits["train"][0]) // 16) and groups[0] == 3
-    assert all(isinstance(b, tuple) for b in grouped.val_dataloader())  # training only
-    # "auto" is resolved for the trainer that fits (nnlab.data.groups); without one, no groups.
-    assert Ramp(batch_size=16, steps_per_batch="auto").train_batches_per_item == 1
-    assert Ramp(batch_size=16).train_batches_per_item == 1  # the default: single batches
+def test_a_datamodule_hands_out_single_batches_grouped_only_from_outside():
+    dm = Ramp(batch_size=16)
+    assert all(isinstance(b, tuple) for b in dm.train_dataloader())
+    grouped = StepGroups(dm.train_dataloader(), 3)  # what the fast path wraps it in
+    groups = [len(group) for group in grouped]
+    assert sum(groups) == grouped.num_batches == -(-len(dm.splits["train"][0]) // 16)
+    assert groups[0] == 3 and len(grouped) == len(groups)
+    assert grouped.sampler is grouped.loader.sampler  # Lightning sets the epoch through it
 
 
 def test_a_bad_resident_option_is_refused_by_the_speed_check():
@@ -166,7 +166,7 @@ def test_batches_can_come_in_groups_for_several_steps_per_call():
     x, y = ids(45)
     norm = CountingNormalize(torch.tensor(0.5), torch.tensor(-1.0))
     options = {"batch_size": 10, "order": BatchOrder(shuffle=True, seed=3), "normalize": norm}
-    grouped = TensorBatches(x, y, batches_per_item=2, **options)
+    grouped = StepGroups(TensorBatches(x, y, **options), 2)
     single = TensorBatches(x, y, **options)
     items = list(grouped)
     assert norm.calls == 0  # a group gathers and normalizes a batch only when it is taken
@@ -186,7 +186,7 @@ def test_batches_already_on_the_device_skip_lightnings_transfer():
     cpu = torch.device("cpu")
     batch = next(iter(dm.train_dataloader()))
     assert dm.transfer_batch_to_device(batch, cpu, 0) is batch
-    group = next(iter(Ramp(batch_size=16, steps_per_batch=3).train_dataloader()))
+    group = next(iter(StepGroups(dm.train_dataloader(), 3)))
     assert len(group) == 3 and dm.transfer_batch_to_device(group, cpu, 0) is group
     # Batches elsewhere still go through Lightning's transfer ("meta" stands in for a GPU).
     moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)

@@ -16,11 +16,11 @@ from omegaconf import OmegaConf
 
 from nnlab.core import ConfigError
 from nnlab.core.hydra import register_resolvers
-from nnlab.data.groups import AUTO_STEPS_PER_BATCH
-from nnlab.speed import apply_speed, check_speed
+from nnlab.speed import FastPath, apply_speed, check_speed
 from nnlab.speed.graphed import _restore, _snapshot
+from nnlab.speed.groups import AUTO_STEPS_PER_BATCH, StepGroups
 from nnlab.speed.optim import optimizer_options
-from nnlab.speed.steps import StepRunner
+from nnlab.tasks import TaskModule
 
 from .conftest import run_script
 from .helpers.fitting import data_and_module, quiet_trainer
@@ -117,6 +117,7 @@ def composed(*overrides: str):
 
 
 def fit(cfg, accelerator: str, max_epochs: int = 3) -> dict[str, float]:
+    """The callback metrics of a fit with the speed group applied, as train.py applies it."""
     L.seed_everything(0, verbose=False)
     data, module = data_and_module(cfg)
     trainer = quiet_trainer(
@@ -124,6 +125,7 @@ def fit(cfg, accelerator: str, max_epochs: int = 3) -> dict[str, float]:
         devices=1,
         max_epochs=max_epochs,
         num_sanity_val_steps=cfg.trainer.get("num_sanity_val_steps", 2),
+        callbacks=[FastPath(cfg.speed)],
     )
     trainer.fit(module, datamodule=data)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -281,46 +283,110 @@ def test_several_steps_per_batch_count_every_step_and_stop_exactly_at_max_steps(
     cfg = composed("data=digits", "speed=max", "speed.steps_per_batch=8")
     data, module = data_and_module(cfg)
     batches_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
+    fast = FastPath(cfg.speed)
     trainer = quiet_trainer(
         accelerator="gpu",
         devices=1,
         max_steps=batches_per_epoch + 3,  # stops inside a group of 8 in the second epoch
+        callbacks=[fast],
     )
     trainer.fit(module, datamodule=data)
-    assert data.train_batches_per_item == 8
-    assert module.captures_step and module.steps.graphed.graph is not None
+    assert fast.group == 8
+    assert fast.runner.graph and fast.runner.graphed.graph is not None
     assert trainer.global_step == batches_per_epoch + 3
     assert "train/loss" in trainer.callback_metrics
 
 
-def test_only_steps_replayed_from_a_graph_count_as_captured():
-    # What LayerDiagnostics asks before hooking layers (a replay runs no hooks).
+class SeenInFit(L.Callback):
+    """What the module and the loader are while training: its training_step, whether its
+    steps count as captured, its optimizer's options, and the training loader."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.training_step = pl_module.training_step
+        self.captures_step = pl_module.captures_step
+        self.fused = trainer.optimizers[0].defaults.get("fused")
+        self.loader = trainer.train_dataloader
+
+
+def test_the_fast_path_is_applied_to_the_fit_only_and_put_back_after_it():
     data, module = data_and_module(composed("data=digits", "speed=max"))
-    assert not module.captures_step  # no runner before fitting
-    quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0).fit(module, datamodule=data)
-    assert module.steps is not None and not module.captures_step  # grouped, eager: the CPU
-    module.steps = StepRunner(module, per_batch=1, graph=True)  # as on a GPU
-    assert module.captures_step
-
-
-def test_fits_leave_the_datamodule_as_built():
-    # The datamodule gets its steps per batch at construction; a fit only reads them.
-    data, module = data_and_module(composed("data=digits", "speed.steps_per_batch=1"))
-    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0)
+    plain_loader = type(data.train_dataloader())
+    fast, seen = FastPath(composed("data=digits", "speed=max").speed), SeenInFit()
+    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, callbacks=[fast, seen])
     trainer.fit(module, datamodule=data)
-    assert data.steps_per_batch == data.train_batches_per_item == 1
-    assert module.automatic_optimization and module.steps is None
+    # In the fit: the runner's grouped steps (eager on the CPU: none captured), fused Adam,
+    # the loader in groups.
+    assert seen.training_step == fast.runner.run and not seen.captures_step
+    assert seen.fused is True
+    assert isinstance(seen.loader, StepGroups) and seen.loader.batches_per_item == 16
+    # After it: the task module's own training_step and the datamodule's own loader; steps
+    # still counted (Lightning reads them through manual optimization).
+    assert "training_step" not in module.__dict__ and module.optimizer_options == {}
+    assert "train_dataloader" not in data.__dict__
+    assert type(data.train_dataloader()) is plain_loader is not StepGroups
+    assert trainer.global_step == -(-len(data.splits["train"][0]) // data.batch_size)
+    # A task module without the fast path is plain Lightning: its training_step returns the
+    # loss for Lightning's automatic optimization.
+    assert type(module).training_step is TaskModule.training_step
+
+
+def test_the_fast_path_is_put_back_after_a_fit_that_fails():
+    class Fail(L.Callback):
+        def on_train_batch_end(self, *args) -> None:
+            raise RuntimeError("stop")
+
+    data, module = data_and_module(composed("data=digits"))
+    trainer = quiet_trainer(
+        accelerator="cpu", max_epochs=1, callbacks=[FastPath({"steps_per_batch": 4}), Fail()]
+    )
+    with pytest.raises(RuntimeError, match="stop"):
+        trainer.fit(module, datamodule=data)
+    assert "training_step" not in module.__dict__ and "train_dataloader" not in data.__dict__
+
+
+def test_steps_per_batch_is_resolved_for_each_fit():
+    data, module = data_and_module(composed("data=digits", "speed.steps_per_batch=1"))
+    fast = FastPath(composed("speed.steps_per_batch=1").speed)
+    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, callbacks=[fast])
+    trainer.fit(module, datamodule=data)
+    assert fast.group == 1 and fast.runner is None and module.automatic_optimization
     assert trainer.global_step == len(data.train_dataloader())
     # "auto" is resolved for each fit's trainer: groups, then single batches for a trainer
     # that counts batches, from the same datamodule.
     data, module = data_and_module(composed("data=digits"))
-    quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0).fit(module, datamodule=data)
-    assert data.train_batches_per_item == AUTO_STEPS_PER_BATCH and module.steps is not None
+    fast = FastPath(composed().speed)
+    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, callbacks=[fast])
+    trainer.fit(module, datamodule=data)
+    assert fast.group == AUTO_STEPS_PER_BATCH and fast.runner is not None
     _, again = data_and_module(composed("data=digits"))
-    trainer = quiet_trainer(accelerator="cpu", max_epochs=1, limit_train_batches=5)
+    trainer = quiet_trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=5, callbacks=[fast]
+    )
     trainer.fit(again, datamodule=data)
-    assert data.steps_per_batch == "auto" and data.train_batches_per_item == 1
-    assert again.steps is None and trainer.global_step == 5
+    assert fast.group == 1 and fast.runner is None and trainer.global_step == 5
+
+
+def test_the_perceptron_takes_grouped_steps_with_its_own_rule_exactly():
+    """No opt-out: the fast path calls a module that takes its own optimizer steps (the
+    perceptron's rule) once per batch of a group; the same updates in the same order."""
+
+    def weights(steps_per_batch: str) -> tuple[list[torch.Tensor], int, int]:
+        L.seed_everything(0, verbose=False)
+        cfg = composed(
+            "model=perceptron", "data=separable", f"speed.steps_per_batch={steps_per_batch}"
+        )
+        data, module = data_and_module(cfg)
+        fast = FastPath(cfg.speed)
+        trainer = quiet_trainer(accelerator="cpu", max_epochs=3, callbacks=[fast])
+        trainer.fit(module, datamodule=data)
+        return [p.detach().clone() for p in module.parameters()], trainer.global_step, fast.group
+
+    one, one_steps, one_group = weights("1")
+    grouped, steps, group = weights("auto")
+    assert (one_group, group) == (1, AUTO_STEPS_PER_BATCH)
+    assert steps == one_steps > 0
+    for a, b in zip(one, grouped, strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(
@@ -355,21 +421,23 @@ def fit_logged(tmp_path: Path, *overrides: str, **trainer_args) -> tuple:
     from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(0, verbose=False)
-    data, module = data_and_module(composed("data=digits", *overrides))
-    counter = CountHooks()
-    args = {"accelerator": "cpu", "max_epochs": 2, "callbacks": [counter]}
+    cfg = composed("data=digits", *overrides)
+    data, module = data_and_module(cfg)
+    counter, fast = CountHooks(), FastPath(cfg.speed)
+    args = {"accelerator": "cpu", "max_epochs": 2, "callbacks": [counter, fast]}
     trainer = quiet_trainer(**args, logger=CSVLogger(tmp_path), **trainer_args)
     trainer.fit(module, datamodule=data)
     steps = []
     if trainer.logger.log_dir is not None:  # fast_dev_run replaces loggers by a dummy
         with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
             steps = [(row["epoch"], row["step"]) for row in csv.DictReader(f) if row["train/loss"]]
-    return trainer, data, counter.counts, steps
+    return trainer, fast, counter.counts, steps
 
 
 def test_default_groups_keep_per_step_hooks_and_logged_steps(tmp_path):
-    trainer, data, counts, steps = fit_logged(tmp_path / "auto")
-    assert data.train_batches_per_item == AUTO_STEPS_PER_BATCH
+    trainer, fast, counts, steps = fit_logged(tmp_path / "auto")
+    data = trainer.datamodule
+    assert fast.group == AUTO_STEPS_PER_BATCH
     steps_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
     assert trainer.global_step == 2 * steps_per_epoch
     # Gradient and optimizer hooks once per optimizer step; per-batch hooks once per group.
@@ -388,15 +456,20 @@ class NoOpBackwardHook(L.Callback):
         pass
 
 
-def fit_grouped(callbacks=(), **trainer_args) -> tuple[L.LightningModule, L.Trainer]:
-    """Fits 1 epoch of digits in groups of manual steps (auto); returns (module, trainer)."""
+def fit_grouped(callbacks=(), **trainer_args) -> tuple[L.LightningModule, L.Trainer, FastPath]:
+    """Fits 1 epoch of digits in groups of manual steps (auto); returns (module, trainer,
+    the fast path)."""
     L.seed_everything(0, verbose=False)
-    data, module = data_and_module(composed("data=digits"))
-    args = {"accelerator": "cpu", "max_epochs": 1, "callbacks": list(callbacks)}
-    trainer = quiet_trainer(**{**args, **trainer_args})
+    cfg = composed("data=digits")
+    data, module = data_and_module(cfg)
+    fast = FastPath(cfg.speed)
+    args = {"accelerator": "cpu", "max_epochs": 1}
+    trainer_args = {**args, **trainer_args}
+    trainer_args["callbacks"] = [*callbacks, *trainer_args.get("callbacks", []), fast]
+    trainer = quiet_trainer(**trainer_args)
     trainer.fit(module, datamodule=data)
-    assert data.train_batches_per_item == AUTO_STEPS_PER_BATCH
-    return module, trainer
+    assert fast.group == AUTO_STEPS_PER_BATCH
+    return module, trainer, fast
 
 
 @pytest.mark.parametrize(
@@ -410,17 +483,17 @@ def fit_grouped(callbacks=(), **trainer_args) -> tuple[L.LightningModule, L.Trai
     ],
 )
 def test_manual_steps_bypass_lightning_wrappers_only_when_no_hook_would_run(trainer_args, plain):
-    module, trainer = fit_grouped(**trainer_args)
-    assert module.steps.plain is plain
+    _, trainer, fast = fit_grouped(**trainer_args)
+    assert fast.runner.plain is plain
     data = trainer.datamodule
     steps_per_epoch = -(-len(data.splits["train"][0]) // data.batch_size)
     assert trainer.global_step == steps_per_epoch  # counted either way
 
 
 def test_bypassing_lightning_wrappers_changes_no_result():
-    plain, _ = fit_grouped()
-    wrapped, _ = fit_grouped(callbacks=[NoOpBackwardHook()])
-    assert plain.steps.plain and not wrapped.steps.plain
+    plain, _, plain_fast = fit_grouped()
+    wrapped, _, wrapped_fast = fit_grouped(callbacks=[NoOpBackwardHook()])
+    assert plain_fast.runner.plain and not wrapped_fast.runner.plain
     for (name, a), b in zip(plain.state_dict().items(), wrapped.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
@@ -439,8 +512,8 @@ def test_bypassing_lightning_wrappers_changes_no_result():
     ],
 )
 def test_auto_steps_per_batch_is_one_where_trainer_options_count_batches(tmp_path, trainer_args):
-    trainer, data, counts, _ = fit_logged(tmp_path, **trainer_args)
-    assert data.train_batches_per_item == 1
+    trainer, fast, counts, _ = fit_logged(tmp_path, **trainer_args)
+    assert fast.group == 1
     assert counts["batch_end"] == trainer.fit_loop.epoch_loop.batch_progress.total.completed
 
 
@@ -450,20 +523,22 @@ def test_steps_per_batch_must_be_auto_or_positive():
 
 
 def test_several_eager_steps_per_batch_stop_exactly_at_max_steps():
-    data, module = data_and_module(composed("data=digits", "speed.steps_per_batch=8"))
-    trainer = quiet_trainer(accelerator="cpu", max_steps=21)
+    cfg = composed("data=digits", "speed.steps_per_batch=8")
+    data, module = data_and_module(cfg)
+    fast = FastPath(cfg.speed)
+    trainer = quiet_trainer(accelerator="cpu", max_steps=21, callbacks=[fast])
     trainer.fit(module, datamodule=data)
-    assert data.train_batches_per_item == 8 and not module.automatic_optimization
+    assert fast.group == 8 and not module.automatic_optimization
     assert trainer.global_step == 21
 
 
 @pytest.mark.parametrize("steps_per_batch", ["auto", "1"])
 def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_batch):
-    from nnlab.speed import StepProgressBar
+    from nnlab.callbacks import StepProgressBar
 
     cfg = composed("data=digits", f"speed.steps_per_batch={steps_per_batch}")
     data, module = data_and_module(cfg)
-    bar = StepProgressBar(refresh_rate=5)
+    bar, fast = StepProgressBar(refresh_rate=5), FastPath(cfg.speed)
     shown = []
 
     class Record(L.Callback):
@@ -475,12 +550,12 @@ def test_progress_bar_counts_steps_whether_or_not_they_are_grouped(steps_per_bat
         max_epochs=2,
         limit_val_batches=0,
         enable_progress_bar=True,  # the bar under test
-        callbacks=[bar, Record()],
+        callbacks=[bar, Record(), fast],
     )
     trainer.fit(module, datamodule=data)
     steps = -(-len(data.splits["train"][0]) // data.batch_size)
     group = AUTO_STEPS_PER_BATCH if steps_per_batch == "auto" else 1
-    assert data.train_batches_per_item == group
+    assert fast.group == group
     assert shown[-1] == (steps, steps)  # the bar ends each epoch at its step count
     assert all(total == steps for _, total in shown)
     counts = [n for n, _ in shown]
@@ -493,16 +568,18 @@ def test_grouped_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(
 
     def run(max_epochs: int, ckpt_path: str | None = None, save: bool = False) -> L.Trainer:
         L.seed_everything(0, verbose=False)
-        data, module = data_and_module(composed("data=digits"))
+        cfg = composed("data=digits")
+        data, module = data_and_module(cfg)
+        fast = FastPath(cfg.speed)
         callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True)] if save else []
         trainer = quiet_trainer(
             accelerator="cpu",
             max_epochs=max_epochs,
             enable_checkpointing=save,
-            callbacks=callbacks,
+            callbacks=[*callbacks, fast],
         )
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-        assert data.train_batches_per_item == AUTO_STEPS_PER_BATCH
+        assert fast.group == AUTO_STEPS_PER_BATCH
         return trainer
 
     run(2, save=True)

@@ -1,5 +1,6 @@
 """The one place in nnlab that relies on Lightning's internals: its private attributes (names
-starting with "_") and what its per-step wrappers do. nnlab.speed and nnlab.tracking use them.
+starting with "_") and what its per-step wrappers do. nnlab.speed (the fast path),
+nnlab.callbacks (BufferedCheckpoint) and nnlab.tracking use them.
 
 The fast path and the loggers need a few things Lightning keeps to itself: counting an optimizer
 step taken without its optimizer wrapper, moving the step that loggers record metrics at, dumping a
@@ -245,7 +246,7 @@ def check_internals() -> None:
         missing = [f"{e}"]
     if missing:
         raise ImportError(
-            f"nnlab.speed relies on Lightning internals that lightning {L.__version__} "
+            f"nnlab relies on Lightning internals that lightning {L.__version__} "
             f"no longer has: {'; '.join(missing)}. They were checked against Lightning "
             f"{CHECKED}: install that version, or adapt src/nnlab/compat.py."
         )

@@ -27,7 +27,7 @@ from nnlab.core.hydra import hydra_choices, instantiate_group
 from nnlab.core.results_file import worst_value
 from nnlab.ddp import job_processes
 from nnlab.results import print_metrics, scalar_metrics, write_results
-from nnlab.speed import apply_speed, data_options, frozen_heap
+from nnlab.speed import FastPath, apply_speed, data_options, frozen_heap
 from nnlab.tasks import build_module, module_class
 from nnlab.tasks.divergence import anomaly_diverged
 from nnlab.tasks.loading import read_checked
@@ -70,9 +70,8 @@ def train(cfg: DictConfig) -> float | None:
         log.info("seed=null: this run drew seed=%d (pass seed=%d to repeat it)", seed, seed)
     L.seed_everything(seed, workers=True, verbose=False)
     apply_speed(cfg)
-    # Where the splits live and batches per training step (speed.resident, .steps_per_batch).
-    groups = module_cls.takes_batch_groups
-    datamodule = instantiate(cfg.data, _convert_="all", **data_options(cfg, groups))
+    # Where the splits live (speed.resident).
+    datamodule = instantiate(cfg.data, _convert_="all", **data_options(cfg))
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.spec)
@@ -81,8 +80,11 @@ def train(cfg: DictConfig) -> float | None:
         check_resume_data(resumed, saved, module.hparams.spec)
     log.info("task=%s spec=%s", task, datamodule.spec)
 
-    # The diagnostics group adds callbacks too (activation/gradient statistics, plots).
+    # The diagnostics group adds callbacks too (activation/gradient statistics, plots); the
+    # speed group's fast path is applied to the fit by one more (nnlab.speed.FastPath).
     callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("diagnostics"))
+    if cfg.get("speed"):
+        callbacks.append(FastPath(cfg.speed))
     loggers = instantiate_loggers(cfg)
     with tracking(loggers):  # W&B runs end as finished, or failed if anything below raises
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -36,9 +36,8 @@ from nnlab.nn.activations import ACTIVATIONS
 from nnlab.nn.init import INITIALIZERS
 from nnlab.nn.losses import LOSSES, check_task, create_loss
 from nnlab.nn.networks import PASSED_IN, PLACEHOLDER_SIZES
-from nnlab.speed.config import check_speed, uses_gpu
+from nnlab.speed.config import check_anomaly, check_speed, uses_gpu
 from nnlab.tasks import BY_TASK
-from nnlab.tasks.divergence import check_anomaly
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -160,7 +160,7 @@ class LayerDiagnostics(Callback):
         self._next_step = max(self._next_step, step)
         if self._next_step >= step + steps or not self.layers or not trainer.is_global_zero:
             return
-        if getattr(pl_module, "captures_step", False):  # nnlab.tasks.TaskModule.captures_step
+        if getattr(pl_module, "captures_step", False):  # set for a fit by nnlab.speed.FastPath
             # speed.cuda_graph: the step is (or is about to be) captured, and a replay runs no
             # Python hooks; hooks present at capture would be baked into every replay.
             self._warn_unmeasured(step)

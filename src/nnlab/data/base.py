@@ -14,7 +14,6 @@ import torch
 
 from nnlab.core import ConfigError, is_int
 from nnlab.data.arrays import checked_splits
-from nnlab.data.groups import batches_per_step_group
 from nnlab.data.loaders import BatchGroup, BatchOrder, HostBatches, Normalize, TensorBatches
 from nnlab.data.spec import DataSpec
 from nnlab.data.splits import Split, check_folds, seeded_splits
@@ -43,17 +42,13 @@ class ArrayDataModule(L.LightningDataModule):
             (TensorBatches); False feeds batches from host memory through a DataLoader
             (HostBatches); "auto" is True on the CPU, and on a GPU when the splits fit
             RESIDENT_GPU_SHARE of its free memory.
-        steps_per_batch: training batches handed to each training step, for a task module that
-            takes one optimizer step per batch of a group (speed.steps_per_batch; resident data
-            only): an int, or "auto" (nnlab.data.groups: 16 unless the trainer's options count
-            batches). 1 hands over single batches.
         folds: k-fold cross-validation: null (off) or K >= 2; the training data (less the
             test split, made as without folds) is cut into K seeded folds, stratified by class
             for classification, and fold `fold` (0..K-1) is the val split (val_fraction unused).
         fold: which fold validates (with `folds`).
 
-    `resident` and `steps_per_batch` come from the speed group (nnlab.speed.data_options),
-    which nnlab.speed.check_speed validated: they are not checked again here.
+    `resident` comes from the speed group (speed.resident, given by train.py), which
+    nnlab.validation checked: it is not checked again here.
     """
 
     task: ClassVar[str]
@@ -67,7 +62,6 @@ class ArrayDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 1024,
         resident: bool | str = "auto",
-        steps_per_batch: int | str = 1,
         folds: int | None = None,
         fold: int = 0,
     ) -> None:
@@ -88,7 +82,6 @@ class ArrayDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.normalize, self.seed, self.resident = normalize, seed, resident
-        self.steps_per_batch = steps_per_batch
         # Raw splits as loaded (uint8 images stay uint8); loaders normalize batches on the fly.
         self.splits: dict[str, Split] = {}
         self.normalizer: Normalize | None = None
@@ -196,16 +189,6 @@ class ArrayDataModule(L.LightningDataModule):
         free, _ = torch.cuda.mem_get_info(device)
         return size <= RESIDENT_GPU_SHARE * free
 
-    @property
-    def train_batches_per_item(self) -> int:
-        """Training batches per loader item: steps_per_batch, "auto" resolved for the attached
-        trainer (nnlab.data.groups)."""
-        steps, trainer = self.steps_per_batch, self.trainer
-        resident = (
-            steps == "auto" and trainer is not None and self.is_resident(self._placement()[0])
-        )
-        return batches_per_step_group(steps, trainer, resident)
-
     def _device_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The split on `device`, copied there once (on the CPU: the split itself)."""
         held = self._on_device.get(split)
@@ -229,8 +212,7 @@ class ArrayDataModule(L.LightningDataModule):
         if self.is_resident(device):
             x, y = self._device_split(split, device)
             norm = None if self.normalizer is None else self.normalizer.to(device)
-            per_item = self.train_batches_per_item if train else 1
-            return TensorBatches(x, y, size, order, normalize=norm, batches_per_item=per_item)
+            return TensorBatches(x, y, size, order, normalize=norm)
         x, y = self.splits[split]
         return HostBatches(
             x, y, size, order, normalize=self.normalizer, pin_memory=device.type == "cuda"

@@ -142,9 +142,6 @@ class TensorBatches:
         batch_size: samples per batch; the last batch of an epoch may be smaller.
         order: shuffling and DDP sharding (see BatchOrder).
         normalize: applied to each input batch (None: inputs as stored).
-        batches_per_item: >1 yields BatchGroups of that many consecutive batches (the last may
-            be shorter), for a training step that runs several optimizer steps per call
-            (speed.steps_per_batch); 1 yields the batches themselves.
     """
 
     def __init__(
@@ -154,35 +151,25 @@ class TensorBatches:
         batch_size: int,
         order: BatchOrder = BatchOrder(),
         normalize: Normalize | None = None,
-        batches_per_item: int = 1,
     ) -> None:
         _check_split(x, y, batch_size)
-        if batches_per_item < 1:
-            raise ValueError(f"batches_per_item must be >= 1, got {batches_per_item}")
         self.x, self.y, self.batch_size, self.normalize = x, y, batch_size, normalize
-        self.batches_per_item = batches_per_item
         self.sampler = EpochPermutation(len(x), order)
         # Lightning inspects loaders like DataLoaders: it finds `sampler` and calls set_epoch.
         self.batch_sampler = None
 
     @property
     def num_batches(self) -> int:
-        """Batches per epoch (however many make up one item)."""
+        """Batches per epoch."""
         return -(-len(self.sampler) // self.batch_size)
 
     def __len__(self) -> int:
-        return -(-self.num_batches // self.batches_per_item)
+        return self.num_batches
 
-    def __iter__(self) -> Iterator[Batch] | Iterator[BatchGroup]:
+    def __iter__(self) -> Iterator[Batch]:
         order = self.sampler.indices(self.x.device)  # at the first batch: after set_epoch
-        starts = range(0, len(self.sampler), self.batch_size)
-        if self.batches_per_item == 1:
-            for start in starts:
-                yield self.batch(order, start)
-            return
-        k = self.batches_per_item
-        for i in range(0, len(starts), k):
-            yield BatchGroup(self, order, starts[i : i + k])
+        for start in range(0, len(self.sampler), self.batch_size):
+            yield self.batch(order, start)
 
     def batch(self, order: torch.Tensor | None, start: int) -> Batch:
         """The batch of this epoch's `order` (None: in storage order) beginning at `start`."""
@@ -196,8 +183,9 @@ class TensorBatches:
 
 
 class BatchGroup:
-    """Consecutive batches of an epoch handed to one training step, which takes an optimizer
-    step on each (speed.steps_per_batch). Each batch is gathered and normalized only when the
+    """Consecutive batches of a TensorBatches epoch handed over as one Lightning batch, on each
+    of which the fast path takes an optimizer step (speed.steps_per_batch; nnlab.speed.groups
+    makes them). Each batch is gathered and normalized only when the
     step reaches it: a group holds one batch's memory at a time, however many it spans."""
 
     def __init__(

@@ -1,9 +1,9 @@
 """The speed config group (configs/speed): its one check (`check_speed`, run by
-nnlab.validation.validate; everything else trusts the values), the process-wide settings and
-Trainer options it implies (`apply_speed`), the datamodule's share (`data_options`), and the
-garbage collector frozen while fitting (`frozen_heap`). The task module's share (optimizer
-implementation, grouped and captured steps) is read from its `speed` hyperparameters by
-nnlab.speed.steps and nnlab.speed.optim."""
+nnlab.validation.validate; everything else trusts the values) and what it refuses with other
+groups (`check_anomaly`), the process-wide settings and Trainer options it implies
+(`apply_speed`), the datamodule's share (`data_options`), and the garbage collector frozen while
+fitting (`frozen_heap`). The fit's share (optimizer implementation, grouped and captured steps,
+compilation) is applied by the FastPath callback (nnlab.speed.fastpath)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,18 @@ def uses_gpu(trainer_cfg: DictConfig) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def check_anomaly(cfg: DictConfig) -> None:
+    """Refuses autograd anomaly detection (debug=anomaly) with a CUDA graph (speed=max on a
+    GPU): its checks read the device, which a graph capture cannot do (measured: the capture
+    fails), and a replay runs no autograd to check."""
+    speed = cfg.get("speed") or {}
+    if cfg.trainer.get("detect_anomaly") and speed.get("cuda_graph") and uses_gpu(cfg.trainer):
+        raise ConfigError(
+            "trainer.detect_anomaly (debug=anomaly) cannot check a step captured as a CUDA graph "
+            "(speed.cuda_graph on a GPU): use speed=default, or speed.cuda_graph=false"
+        )
+
+
 def apply_speed(cfg: DictConfig) -> None:
     """Refuses speed.compile where it cannot run, sets torch's matmul precision and edits
     cfg.trainer for cfg.speed (before the Trainer is instantiated; after check_speed)."""
@@ -82,17 +94,14 @@ def apply_speed(cfg: DictConfig) -> None:
                 cfg.trainer.precision = gpu_precision
 
 
-def data_options(cfg: DictConfig, batch_groups: bool = True) -> dict[str, Any]:
+def data_options(cfg: DictConfig) -> dict[str, Any]:
     """The datamodule's constructor arguments from the speed group: where its splits live
-    (`resident`) and how many training batches it hands each training step
-    (`steps_per_batch`). {} without a speed group, or for a datamodule that is not one of
-    nnlab's (ArrayDataModule). batch_groups=False, for a task module that takes one batch per
-    training step (the perceptron), asks for single batches."""
+    (`resident`). {} without a speed group, or for a datamodule that is not one of nnlab's
+    (ArrayDataModule). Its batches are grouped from outside (nnlab.speed.FastPath)."""
     speed = cfg.get("speed")
     if not speed or not issubclass(get_class(cfg.data._target_), ArrayDataModule):
         return {}
-    steps = speed.get("steps_per_batch", 1) if batch_groups else 1
-    return {"resident": speed.get("resident", "auto"), "steps_per_batch": steps}
+    return {"resident": speed.get("resident", "auto")}
 
 
 @contextmanager

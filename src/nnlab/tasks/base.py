@@ -5,8 +5,9 @@ Steps never sync with the host nor call `self.log` (whose per-call bookkeeping c
 small network's whole step): metrics and loss sums accumulate on the device, and are computed,
 logged and reset once per epoch. Training logs train/loss and the task's cheap metric
 (`train_sums`: acc or mse), a few tensor ops per step; validation and test log the task's full
-torchmetrics collection. The speed group's fast training steps (groups of steps per Lightning
-batch, a whole-step CUDA graph) live in nnlab.speed: setup hands training to its StepRunner.
+torchmetrics collection. The module is plain Lightning: the speed group's fast path (groups
+of steps per Lightning batch, a whole-step CUDA graph, fused optimizers) is applied from
+outside, by train.py's nnlab.speed.FastPath callback.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ from torchmetrics import MaxMetric, MetricCollection, MinMetric
 from nnlab.checkpoints import MODULE_KEY
 from nnlab.core import ConfigError
 from nnlab.core.components import NETWORKS
-from nnlab.data.loaders import Batch, BatchGroup
+from nnlab.data.loaders import Batch
 from nnlab.data.spec import DataSpec
 from nnlab.nn.losses import create_loss
-from nnlab.speed.compiled import compile_network
-from nnlab.speed.optim import optimizer_options
-from nnlab.speed.steps import StepRunner
 from nnlab.tasks.divergence import DivergenceWatch
 from nnlab.tasks.metrics import (
     SAME_ON_EVERY_RANK,
@@ -49,8 +47,8 @@ class TaskModule(L.LightningModule):
         optimizer: a `_partial_` optimizer config.
         scheduler: a `_partial_` LR-scheduler config, or None.
         data: the data config the module was trained on (eval.py rebuilds the data from it).
-        speed: the speed config (configs/speed): optimizer implementation and whole-step CUDA
-            graph capture; None is speed=default.
+        speed: the run's speed config (configs/speed), recorded with the others; the module
+            does not read it (nnlab.speed.FastPath applies it from outside).
     """
 
     task: ClassVar[str]
@@ -60,8 +58,6 @@ class TaskModule(L.LightningModule):
     # which way it should go ("max" or "min").
     monitor: ClassVar[str]
     monitor_mode: ClassVar[str]
-    # Whether training_step takes groups of batches (speed.steps_per_batch; nnlab.speed).
-    takes_batch_groups: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -93,9 +89,12 @@ class TaskModule(L.LightningModule):
             {f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES[1:]}
         )
         self.best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
-        # The speed group's training steps (nnlab.speed.steps), made in setup(); None trains
-        # with Lightning's automatic optimization.
-        self.steps: StepRunner | None = None
+        # Set from outside for a fit by a fast path (nnlab.speed.FastPath): extra keyword
+        # arguments of the optimizer's constructor (fused=True, say), and whether training
+        # steps are replayed from a CUDA graph, which runs no Python hook (a forward hook, say)
+        # and would bake one present at capture into every replay.
+        self.optimizer_options: dict[str, Any] = {}
+        self.captures_step = False
         self.sums = EpochSums(STAGES)  # loss and train_sums over each stage's epoch
         # Stops training at a non-finite loss or weights (nnlab.tasks.divergence).
         self.divergence = DivergenceWatch()
@@ -145,8 +144,10 @@ class TaskModule(L.LightningModule):
         return self.net(x)
 
     def shared_step(self, batch: Batch, stage: str, count: bool = True) -> Tensor:
-        """Loss of one batch; adds to the stage's epoch sums and metrics. count=False leaves
-        the host-side sample count to the caller (a CUDA graph replays only device work)."""
+        """Loss of one batch; adds to the stage's epoch sums and metrics, and a training step
+        to the divergence record. count=False leaves the sample count and the divergence record
+        to the caller: a CUDA graph's replay repeats no host work, and the warm-up steps before
+        its capture must not be recorded (nnlab.speed.steps)."""
         x, y = batch
         output = self(x)
         loss = self.loss_fn(output, y)
@@ -158,36 +159,16 @@ class TaskModule(L.LightningModule):
         self.sums.add(stage, loss.detach(), len(x), sums)
         if count:
             self.sums.samples[stage] += len(x)
-        if stage == "train" and not self._graph_warmup():
-            self.divergence.after_step(self, loss.detach(), self._train_loss_sum(), batch)
+            if stage == "train":
+                self.divergence.after_step(self, loss.detach(), self._train_loss_sum(), batch)
         return loss
-
-    def _graph_warmup(self) -> bool:
-        """Whether this step is one of a CUDA graph's warm-up steps before its capture, which
-        the capture undoes (nnlab.speed.graphed): the divergence record must not count them."""
-        graphed = self.steps.graphed if self.steps is not None else None
-        return (
-            graphed is not None
-            and graphed.graph is None
-            and not torch.cuda.is_current_stream_capturing()
-        )
-
-    @property
-    def captures_step(self) -> bool:
-        """Whether training steps are (or, from train start, will be) replayed from a CUDA
-        graph (speed.cuda_graph on a GPU): no Python hook (a forward hook, say) runs in a
-        replay, and one present at capture would be baked into every replay."""
-        return self.steps is not None and self.steps.graph
 
     def _train_loss_sum(self) -> Tensor | None:
         """The device sum of this training epoch's losses (× batch sizes), once a step made it."""
         return self.sums.totals["train"].get("loss")
 
-    def training_step(self, batch: Batch | BatchGroup, batch_idx: int) -> Tensor | None:
-        if self.steps is None:
-            return self.shared_step(batch, "train")  # Lightning does backward and step
-        self.steps.run(batch)  # the speed group's manual steps, one per batch of a group
-        return None
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")  # Lightning does backward and step
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.shared_step(batch, "val")
@@ -218,8 +199,6 @@ class TaskModule(L.LightningModule):
         # them after the module's hook).
         self.divergence.check(self, self._train_loss_sum())
         self._log_epoch("train")
-        if self.steps is not None:
-            self.steps.step_schedulers()  # manual optimization: Lightning leaves it to us
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
@@ -236,35 +215,24 @@ class TaskModule(L.LightningModule):
         hp = self.hparams
         if not hp.optimizer:
             raise ConfigError("no optimizer config given")
-        impl = (hp.get("speed") or {}).get("optimizer_impl")  # fused, foreach (nnlab.speed)
-        graph = self.steps is not None and self.steps.graph
-        options = optimizer_options(hp.optimizer, self.device, impl, graph)
-        optimizer = instantiate(hp.optimizer, _convert_="all")(params=self.parameters(), **options)
+        optimizer = instantiate(hp.optimizer, _convert_="all")(
+            params=self.parameters(), **self.optimizer_options
+        )
         if not hp.scheduler:
             return optimizer
         scheduler = instantiate(hp.scheduler, _convert_="all")(optimizer=optimizer)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        # Lightning steps a plateau scheduler on this metric; with manual optimization
-        # on_train_epoch_end does (and Lightning would warn about an unused monitor).
+        # Lightning steps a plateau scheduler on this metric; under the fast path's manual
+        # steps it does (and Lightning would warn about an unused monitor).
         plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if plateau and self.automatic_optimization:
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     # -- fitting ------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # the speed group may ask for manual steps (see StepRunner.for_fit)
-            speed = self.hparams.get("speed") or {}
-            self.steps = StepRunner.for_fit(self, speed)
-            self.automatic_optimization = self.steps is None
-            if speed.get("compile"):
-                compile_network(self.net)  # speed.compile: torch.compile, in place
-
     def on_train_start(self) -> None:
         # The sanity-check validation before training must not count as a best value.
         self.best.reset()
-        if self.steps is not None:
-            self.steps.start()
         self.divergence.start(self.trainer, self.device)
 
     def on_validation_start(self) -> None:

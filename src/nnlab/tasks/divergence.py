@@ -21,8 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from nnlab.core import ConfigError, Diverged
-from nnlab.speed.config import uses_gpu
+from nnlab.core import Diverged
 
 # Conventional learning rates to suggest after a divergence (the optimizer's class name).
 TYPICAL_LR = {"SGD": 1e-2, "Adam": 1e-3, "AdamW": 1e-3}
@@ -143,18 +142,6 @@ def message(
     where = f"at epoch {trainer.current_epoch}, {'by ' if by else ''}step {step}"
     cause = cause or likely_cause(module, batch, step == first_step)
     return f"diverged: the {what} became {value} {where}{settings}: {cause}"
-
-
-def check_anomaly(cfg: Any) -> None:
-    """Refuses autograd anomaly detection (debug=anomaly) with a CUDA graph (speed=max on a
-    GPU): its checks read the device, which a graph capture cannot do (measured: the capture
-    fails), and a replay runs no autograd to check."""
-    speed = cfg.get("speed") or {}
-    if cfg.trainer.get("detect_anomaly") and speed.get("cuda_graph") and uses_gpu(cfg.trainer):
-        raise ConfigError(
-            "trainer.detect_anomaly (debug=anomaly) cannot check a step captured as a CUDA graph "
-            "(speed.cuda_graph on a GPU): use speed=default, or speed.cuda_graph=false"
-        )
 
 
 def anomaly_diverged(module: L.LightningModule, error: RuntimeError) -> Diverged | None:

@@ -9,7 +9,6 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 from torchmetrics.wrappers import MetricInputTransformer
 
-from nnlab.core import ConfigError
 from nnlab.nn.networks import Perceptron
 from nnlab.tasks.binary import BinaryTask
 
@@ -40,26 +39,12 @@ class PerceptronTask(BinaryTask):
     loss configs do not apply (val/test still log the task's loss on the scores, as a gauge).
     """
 
-    # The rule runs sample by sample in Python: speed.cuda_graph and steps_per_batch do not
-    # apply to it. train.py builds its datamodule with steps_per_batch=1.
-    takes_batch_groups = False
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.net, Perceptron):
             raise ValueError("PerceptronTask trains model=perceptron only")
         self.automatic_optimization = False
         self.register_buffer("epoch_mistakes", torch.zeros((), dtype=torch.long), persistent=False)
-
-    def setup(self, stage: str) -> None:
-        """Refuses a datamodule that hands over groups of batches: the rule takes one batch per
-        training_step."""
-        per_item = getattr(self.trainer.datamodule, "train_batches_per_item", 1)
-        if stage == "fit" and per_item > 1:
-            raise ConfigError(
-                f"PerceptronTask takes one batch per training step, but the datamodule hands "
-                f"over {per_item} (steps_per_batch): build it with steps_per_batch=1"
-            )
 
     def make_metrics(self) -> MetricCollection:
         # Accuracy and F1 of the step output, whose boundary (score ≥ 0) a probability
