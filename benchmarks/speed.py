@@ -171,12 +171,15 @@ def bare_net(net: str, data, device: torch.device) -> torch.nn.Module:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from nnlab.tasks import module_class
+
     with tempfile.TemporaryDirectory() as out:
         cfg = compose(net, 128, device, "default", out)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     spec = data.spec
+    outputs = module_class(model, spec.task).output_size(spec)  # the task's, as nnlab sizes it
     return instantiate(
-        model, in_features=spec.in_features, out_features=spec.num_outputs, _convert_="all"
+        model, in_features=spec.in_features, out_features=outputs, _convert_="all"
     ).to(device)
 
 

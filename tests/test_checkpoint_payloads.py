@@ -21,6 +21,7 @@ with one `error:` line naming the key, and no marker file may ever appear.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -383,6 +384,32 @@ def test_the_unmodified_checkpoint_loads_and_old_class_paths_still_do(trained, t
         assert type(module).__name__ == "BinaryTask"
         weights = {k: v for k, v in module.state_dict().items() if k in trained["state_dict"]}
         assert all(torch.equal(v, trained["state_dict"][k]) for k, v in weights.items())
+
+
+def _older_spec(checkpoint: dict[str, Any]) -> None:
+    """The spec as nnlab wrote it before the task modules sized the network: the network's
+    outputs (num_outputs), no num_targets."""
+    spec = checkpoint["hyper_parameters"]["spec"]
+    spec["num_outputs"] = 1
+    del spec["num_targets"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_checkpoint_with_an_older_spec_is_evaluated_predicted_and_resumed(
+    make_cfg, trained, tmp_path, entry
+) -> None:
+    path = tmp_path / "older.ckpt"
+    torch.save(_modified(trained, _older_spec), path)
+    main, cfg = _entry_config(make_cfg, entry, str(path), tmp_path)
+    cli.run(main, cfg)  # no error: the spec is read as this version writes it
+    if entry == "predict":
+        rows = (Path(cfg.paths.output_dir) / "predictions.csv").read_text().splitlines()
+        assert rows[0] == "input,prediction,probability,error" and len(rows) == 3
+    else:
+        results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+        assert "test/acc" in results["test"]  # tested (and, resumed, trained on first)
+        if entry == "resume":
+            assert results["epochs"] == 2
 
 
 def test_a_url_ending_in_dot_dot_is_one_error_and_leaves_nothing_in_the_cache(

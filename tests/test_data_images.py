@@ -49,7 +49,7 @@ def test_real_jpegs_load_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     again.setup()
     assert torch.equal(again.load()[0]["train"][0], x)
     assert again.spec.task == "binary" and again.spec.input_shape == (3, 64, 64)
-    assert again.spec.class_names == ("cat", "dog") and again.spec.num_outputs == 1
+    assert again.spec.class_names == ("cat", "dog") and again.spec.num_targets == 1
     assert sum(len(v[0]) for v in again.splits.values()) == 160
 
 
@@ -162,7 +162,7 @@ def test_image_folder_of_your_own_any_number_of_classes(make_cfg, tmp_path: Path
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     spec = results["spec"]
     assert spec["task"] == "multiclass" and spec["class_names"] == ["cat", "dog", "grey"]
-    assert spec["input_shape"] == [3, 32, 32] and spec["num_outputs"] == 3
+    assert spec["input_shape"] == [3, 32, 32] and spec["num_targets"] == 1
     # The grey third is told apart; cats vs dogs at least at chance: well above 1/3.
     assert results["test"]["test/acc"] > 0.55
     confusion = (Path(cfg.paths.output_dir) / "diagnostics" / "confusion_matrix.csv").read_text()

@@ -285,7 +285,7 @@ def test_real_csv_classification_ocean_proximity(make_cfg) -> None:
     dm.setup()
     classes = ("<1H OCEAN", "INLAND", "ISLAND", "NEAR BAY", "NEAR OCEAN")
     assert dm.spec.task == "multiclass" and dm.spec.class_names == classes
-    assert dm.spec.num_outputs == 5 and "ocean_proximity" not in dm.feature_names
+    assert dm.spec.num_targets == 1 and "ocean_proximity" not in dm.feature_names
     y = torch.cat([dm.splits[s][1] for s in ("train", "val", "test")])
     assert y.dtype == torch.int64 and len(y) == 20640
     assert torch.bincount(y).tolist() == [9136, 6551, 5, 2290, 2658]

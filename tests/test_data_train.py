@@ -83,7 +83,9 @@ def test_mnist_over_mirror_end_to_end(file_server: FileServer, tmp_path: Path) -
     md5 = digest(images).removeprefix("md5:")
     args = [md5, "data=mnist", "trainer.max_epochs=1", "+trainer.limit_train_batches=20"]
     results = run_train(args, tmp_path, file_server, script=MNIST_WRAPPER)
-    assert results["spec"]["input_shape"] == [1, 28, 28] and results["spec"]["num_outputs"] == 10
+    assert (
+        results["spec"]["input_shape"] == [1, 28, 28] and len(results["spec"]["class_names"]) == 10
+    )
     assert results["choices"]["data"] == "mnist"
     assert all(n == 1 for p, n in file_server.requests.items() if p.startswith("mnist/"))
     assert len(file_server.requests) == 4

@@ -73,7 +73,7 @@ def test_mnist_downloads_with_fallback_and_loads(mnist_mirrors: FileServer, tmp_
     assert mnist_mirrors.requests["m2/t10k-images-idx3-ubyte.gz"] == 0
     dm.setup("fit")
     spec = dm.spec
-    assert (spec.task, spec.input_shape, spec.num_outputs) == ("multiclass", (1, 28, 28), 10)
+    assert (spec.task, spec.input_shape, spec.num_targets) == ("multiclass", (1, 28, 28), 1)
     assert spec.class_names == tuple("0123456789")
     assert {k: len(v[0]) for k, v in dm.splits.items()} == {
         "train": 54000,

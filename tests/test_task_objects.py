@@ -16,6 +16,7 @@ from nnlab.tasks.metrics import metric_mode
 
 LINEAR = {"_target_": "nnlab.nn.networks.MLP", "hidden_sizes": []}
 PERCEPTRON = {"_target_": "nnlab.nn.networks.Perceptron"}
+CLASSES = {BinaryTask: ("no", "yes"), MulticlassTask: ("a", "b", "c", "d")}
 
 
 def module(cls, spec: DataSpec, model=LINEAR, loss="auto"):
@@ -27,6 +28,36 @@ def test_every_task_has_its_module():
     assert {BY_TASK[t].task for t in TASKS} == set(TASKS)
 
 
+def test_each_task_sizes_the_network_from_its_datas_targets():
+    # One output per regression target, one logit for binary (the perceptron's score too),
+    # one per class for multiclass: the data says what its targets are, the task what that
+    # takes; the network is built that size.
+    cases = [
+        (RegressionTask, DataSpec("regression", (3,), 2), LINEAR, 2),
+        (RegressionTask, DataSpec("regression", (3,)), LINEAR, 1),
+        (BinaryTask, DataSpec("binary", (3,), class_names=("no", "yes")), LINEAR, 1),
+        (PerceptronTask, DataSpec("binary", (3,), class_names=("no", "yes")), PERCEPTRON, 1),
+        (MulticlassTask, DataSpec("multiclass", (3,), class_names=tuple("abcde")), LINEAR, 5),
+    ]
+    for cls, spec, model, outputs in cases:
+        assert cls.output_size(spec) == outputs
+        task = module(cls, spec, model=model)
+        assert task.num_outputs == outputs
+        assert task(torch.zeros(2, 3)).shape == (2, outputs)
+
+
+def test_an_older_checkpoints_spec_still_reads():
+    # Specs written before tasks sized the network gave its outputs (num_outputs) instead.
+    old = {"task": "multiclass", "input_shape": [3], "num_outputs": 4, "class_names": []}
+    spec = DataSpec.from_dict(old)
+    assert spec.num_targets == 1 and spec.class_names == ("0", "1", "2", "3")
+    assert MulticlassTask.output_size(spec) == 4
+    old = {"task": "regression", "input_shape": [3], "num_outputs": 2, "class_names": []}
+    assert DataSpec.from_dict(old).num_targets == 2
+    binary = {"task": "binary", "input_shape": [3], "num_outputs": 1, "class_names": ["n", "y"]}
+    assert DataSpec.from_dict(binary) == DataSpec("binary", (3,), 1, ("n", "y"))
+
+
 @pytest.mark.parametrize(
     ("cls", "loss", "monitor", "mode"),
     [
@@ -36,7 +67,7 @@ def test_every_task_has_its_module():
     ],
 )
 def test_loss_auto_is_the_tasks_maximum_likelihood_loss(cls, loss, monitor, mode):
-    spec = DataSpec(cls.task, (3,), 4 if cls is MulticlassTask else 1)
+    spec = DataSpec(cls.task, (3,), class_names=() if cls is RegressionTask else CLASSES[cls])
     for config in ("auto", None, {"name": "auto"}):
         assert type(module(cls, spec, loss=config).loss_fn) is loss
     assert (cls.monitor, cls.monitor_mode) == (monitor, mode)
@@ -71,7 +102,7 @@ def test_regression_maps_back_to_the_targets_units():
 
 
 def test_binary_probabilities_are_the_sigmoid_of_the_logit():
-    task = module(BinaryTask, DataSpec("binary", (3,), 1))
+    task = module(BinaryTask, DataSpec("binary", (3,), class_names=("no", "yes")))
     z = torch.tensor([[-2.0], [0.0], [0.5], [3.0]])
     p1 = 1 / (1 + torch.exp(-z.squeeze(-1)))
     assert torch.allclose(task.link(z), p1)
@@ -92,7 +123,7 @@ def test_binary_probabilities_are_the_sigmoid_of_the_logit():
 
 
 def test_multiclass_probabilities_are_the_softmax_and_sum_to_one():
-    task = module(MulticlassTask, DataSpec("multiclass", (3,), 3))
+    task = module(MulticlassTask, DataSpec("multiclass", (3,), class_names=("a", "b", "c")))
     z = torch.tensor([[1.0, 2.0, 0.5], [-1.0, -3.0, 4.0]])
     p = task.probabilities(z)
     assert torch.allclose(p, z.exp() / z.exp().sum(dim=-1, keepdim=True))
@@ -106,7 +137,9 @@ def test_multiclass_probabilities_are_the_softmax_and_sum_to_one():
 
 
 def test_the_perceptron_predicts_its_step_output():
-    task = module(PerceptronTask, DataSpec("binary", (2,), 1), model=PERCEPTRON)
+    task = module(
+        PerceptronTask, DataSpec("binary", (2,), class_names=("no", "yes")), model=PERCEPTRON
+    )
     assert task.default_loss == BinaryTask.default_loss  # its val/test loss gauge
     z = torch.tensor([[-1.0], [0.0], [2.0]])
     assert task.predicted(z).tolist() == [0, 1, 1]  # 1[score ≥ 0]: a score of 0 is class 1
@@ -115,7 +148,7 @@ def test_the_perceptron_predicts_its_step_output():
 
 
 def test_predict_asks_the_module_for_its_columns():
-    task = module(MulticlassTask, DataSpec("multiclass", (3,), 3, ("cat", "dog", "=cmd")))
+    task = module(MulticlassTask, DataSpec("multiclass", (3,), 1, ("cat", "dog", "=cmd")))
     columns = Columns(task, True, "id")
     assert columns.header == [
         "id",

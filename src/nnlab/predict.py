@@ -614,7 +614,7 @@ def outputs(
     x = chunk.x.to(device)
     x = norm.to(device)(x) if norm is not None else x.float()
     if len(x) == 0:
-        empty = torch.empty(0, module.spec.num_outputs)
+        empty = torch.empty(0, module.num_outputs)
         return chunk, empty, empty
     return chunk, module(x).float().cpu(), module.predict(x).cpu()
 
@@ -643,7 +643,7 @@ class Columns:
     def __init__(self, module: TaskModule, all_probabilities: bool, first: str = "input") -> None:
         self.module, self.all = module, all_probabilities
         spec = module.spec
-        self.classes = list(spec.class_names) or [str(c) for c in range(max(spec.num_outputs, 2))]
+        self.classes = list(spec.class_names)  # none for regression
         self.labels = [text_cell(c) for c in self.classes]  # as written in the prediction column
         values = module.prediction_columns(all_probabilities, self.classes)
         self.header = [text_cell(first), *values, "error"]

@@ -126,14 +126,9 @@ class ArrayDataModule(L.LightningDataModule):
         self.statistics = None if self.normalize == "none" else (mean, std)
         self.normalizer = None if self.normalize == "none" else Normalize.from_stats(mean, std)
         self.splits = splits
-        y = train[1]
-        if self.task == "regression":
-            num_outputs = 1 if y.dim() == 1 else y.shape[1]
-        elif self.task == "binary":
-            num_outputs = 1
-        else:
-            num_outputs = len(class_names)
-        self.spec = DataSpec(self.task, tuple(train[0].shape[1:]), num_outputs, class_names)
+        y = train[1]  # (N,) scalar targets or class labels, (N, k) k regression targets
+        num_targets = 1 if y.dim() == 1 else y.shape[1]
+        self.spec = DataSpec(self.task, tuple(train[0].shape[1:]), num_targets, class_names)
 
     # -- what predict.py needs, saved in checkpoints --------------------------------------------
     def preprocessing(self) -> dict[str, Any]:

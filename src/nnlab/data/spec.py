@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nnlab.core.tasks import TASKS
+from nnlab.core.tasks import REGRESSION, TASKS
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,15 @@ class TargetScale:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """The task, the shape of one input and the number of network outputs.
-
-    num_outputs: regression targets (1 for a scalar), 1 for binary (one logit), the class count
-    for multiclass.
+    """The task, the shape of one input, and the targets: how many numbers one target holds
+    (`num_targets`: k for k regression targets, 1 for a scalar target or a class label) and
+    the classes' names (classification). How many outputs a network needs for them is the
+    task's to say (nnlab.tasks: TaskModule.output_size).
     """
 
     task: str
     input_shape: tuple[int, ...]
-    num_outputs: int
+    num_targets: int = 1
     class_names: tuple[str, ...] = field(default=())
     # Regression only: how targets were scaled for training (None: used as given).
     target_scale: TargetScale | None = None
@@ -66,10 +66,21 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        """The spec of `to_dict`; also an older checkpoint's, which gives the network's outputs
+        (`num_outputs`) instead of the targets' count (the same for regression)."""
+        class_names = tuple(d.get("class_names", ()))
+        if "num_targets" in d:
+            num_targets = int(d["num_targets"])
+        elif d["task"] == REGRESSION:
+            num_targets = int(d["num_outputs"])
+        else:  # a class label; classes unnamed then are named as data sets name them now
+            num_targets = 1
+            count = max(int(d["num_outputs"]), 2)
+            class_names = class_names or tuple(str(i) for i in range(count))
         return cls(
             task=d["task"],
             input_shape=tuple(d["input_shape"]),
-            num_outputs=int(d["num_outputs"]),
-            class_names=tuple(d.get("class_names", ())),
+            num_targets=num_targets,
+            class_names=class_names,
             target_scale=TargetScale(**d["target_scale"]) if d.get("target_scale") else None,
         )

@@ -23,6 +23,7 @@ from nnlab.core import is_int
 from nnlab.core.hydra import instantiate_config
 from nnlab.lecture.fitting import build, compose_config, quiet
 from nnlab.lecture.study import Claim, Run
+from nnlab.tasks import module_class
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 # init config → legend label. default: nn.Linear's own U(±1/√fan_in).
@@ -119,9 +120,8 @@ def kaiming_moments(cfg: Any, nets: int) -> pd.DataFrame:
     frames = []
     for k in range(nets):
         torch.manual_seed(cfg.seed + k)
-        net = instantiate_config(
-            cfg.model, in_features=x[0].numel(), out_features=data.spec.num_outputs
-        )
+        outputs = module_class(cfg.model, data.spec.task).output_size(data.spec)
+        net = instantiate_config(cfg.model, in_features=x[0].numel(), out_features=outputs)
         frames.append(pd.DataFrame(relu_moments(net, x)))
     return pd.concat(frames).groupby("layer", as_index=False).mean()
 

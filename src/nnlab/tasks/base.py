@@ -41,7 +41,7 @@ class TaskModule(L.LightningModule):
     """Trains `model` on a task described by `spec` with `loss` and `optimizer`.
 
     Args are plain dicts (the resolved configs), saved as hyperparameters:
-        spec: the DataSpec as a dict (task, input_shape, num_outputs, class_names).
+        spec: the DataSpec as a dict (task, input_shape, num_targets, class_names).
         model: a network config with `_target_` (sizes are filled in from `spec`).
         loss: a loss config ({name, **options}); name "auto" picks the task's own.
         optimizer: a `_partial_` optimizer config.
@@ -75,14 +75,15 @@ class TaskModule(L.LightningModule):
         if self.spec.task != self.task:
             name = type(self).__name__
             raise ValueError(f"{name} trains {self.task} tasks, not {self.spec.task}")
+        self.num_outputs = self.output_size(self.spec)
         sizes = {
             "in_features": self.spec.in_features,
-            "out_features": self.spec.num_outputs,
+            "out_features": self.num_outputs,
             "input_shape": tuple(self.spec.input_shape),  # to a network that names it
         }
         # Through the network registry, never Hydra: a checkpoint's config names no import path.
         self.net = NETWORKS.build(model, "model", **sizes)
-        self.loss_fn = create_loss(loss, self.task, self.spec.num_outputs, self.default_loss)
+        self.loss_fn = create_loss(loss, self.task, self.num_outputs, self.default_loss)
         metrics = self.make_metrics()
         # One collection per evaluation stage (keys "val" etc. would clash with nn.Module).
         self.metrics = torch.nn.ModuleDict(
@@ -100,6 +101,11 @@ class TaskModule(L.LightningModule):
         self.divergence = DivergenceWatch()
 
     # -- what a task provides -----------------------------------------------------------------
+    @classmethod
+    def output_size(cls, spec: DataSpec) -> int:
+        """How many outputs the network needs for this task's targets (spec: the data's)."""
+        raise NotImplementedError
+
     def make_metrics(self) -> MetricCollection:
         raise NotImplementedError
 

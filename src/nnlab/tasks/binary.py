@@ -7,6 +7,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from nnlab.core.tasks import BINARY
+from nnlab.data.spec import DataSpec
 from nnlab.tasks.classifier import ClassifierTask
 
 
@@ -17,6 +18,11 @@ class BinaryTask(ClassifierTask):
     task = BINARY
     default_loss = "bce_with_logits"
     monitor, monitor_mode = "val/acc", "max"
+
+    @classmethod
+    def output_size(cls, spec: DataSpec) -> int:
+        """One logit z: the log-odds of class 1."""
+        return 1
 
     def link(self, output: torch.Tensor) -> torch.Tensor:
         """P(y = 1 | x) = sigmoid(z), z the single logit."""

@@ -217,6 +217,7 @@ def read_checked(ckpt_path: str) -> dict[str, Any]:
         except ConfigError as e:
             raise ConfigError(f"{source}: its loss config is refused: {e}") from None
     check_finite(checkpoint.get("state_dict"), source)
+    hparams["spec"] = spec.to_dict()  # an older checkpoint's spec, as this version writes it
     return checkpoint
 
 

@@ -7,6 +7,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from nnlab.core.tasks import MULTICLASS
+from nnlab.data.spec import DataSpec
 from nnlab.tasks.classifier import ClassifierTask
 
 
@@ -18,6 +19,11 @@ class MulticlassTask(ClassifierTask):
     task = MULTICLASS
     default_loss = "cross_entropy"
     monitor, monitor_mode = "val/acc", "max"
+
+    @classmethod
+    def output_size(cls, spec: DataSpec) -> int:
+        """One logit per class."""
+        return len(spec.class_names)
 
     def link(self, output: torch.Tensor) -> torch.Tensor:
         """P(y = k | x) = softmax(z)_k, z the logits."""
@@ -31,7 +37,7 @@ class MulticlassTask(ClassifierTask):
         return output.argmax(dim=-1)
 
     def make_metrics(self) -> MetricCollection:
-        n = self.spec.num_outputs
+        n = self.num_outputs
         return MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes=n, average="micro"),

@@ -9,7 +9,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from torchmetrics.wrappers import MetricInputTransformer
 
 from nnlab.core.tasks import REGRESSION
-from nnlab.data.spec import TargetScale
+from nnlab.data.spec import DataSpec, TargetScale
 from nnlab.tasks.base import TaskModule
 
 
@@ -46,6 +46,11 @@ class RegressionTask(TaskModule):
     default_loss = "mse"
     monitor, monitor_mode = "val/mse", "min"
 
+    @classmethod
+    def output_size(cls, spec: DataSpec) -> int:
+        """One output per target: the mean of each one's Gaussian."""
+        return spec.num_targets
+
     def link(self, output: torch.Tensor) -> torch.Tensor:
         """The Gaussian's mean is the output itself."""
         return output
@@ -60,7 +65,7 @@ class RegressionTask(TaskModule):
         return t if scale is None else scale.to_original(t.double())
 
     def prediction_columns(self, all_probabilities: bool, classes: list[str]) -> list[str]:
-        k = self.spec.num_outputs
+        k = self.num_outputs
         return ["prediction"] if k == 1 else [f"prediction_{i}" for i in range(k)]
 
     def prediction_values(
@@ -71,7 +76,7 @@ class RegressionTask(TaskModule):
         return y.tolist(), y
 
     def make_metrics(self) -> MetricCollection:
-        n = self.spec.num_outputs
+        n = self.num_outputs
         # Several targets: R² averaged over them; one target: the usual R².
         r2 = R2Score(multioutput="uniform_average") if n > 1 else R2Score()
         metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": r2}
@@ -86,7 +91,7 @@ class RegressionTask(TaskModule):
         return MetricCollection(metrics, compute_groups=False)
 
     def metric_inputs(self, output, y):
-        return (output.squeeze(-1), y) if self.spec.num_outputs == 1 else (output, y)
+        return (output.squeeze(-1), y) if self.num_outputs == 1 else (output, y)
 
     def train_sums(self, output, y):
         pred, target = self.metric_inputs(output, y)
