@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from nnlab.core.tasks import BINARY, MULTICLASS, REGRESSION
 from nnlab.exercises.checking import Case, run_cases
 from nnlab.nn.activations import create_activation, gain
 from nnlab.nn.init import kaiming_std, xavier_std
@@ -194,7 +195,7 @@ def _least_squares_cases() -> list[Case]:
 
 
 def _bce_with_logits(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return create_loss("bce_with_logits", "binary")(z[:, None], y)  # z as a network's output
+    return create_loss("bce_with_logits", BINARY)(z[:, None], y)  # z as a network's output
 
 
 def _bce_with_logits_cases() -> list[Case]:
@@ -230,7 +231,7 @@ def _log_softmax_cases() -> list[Case]:
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return create_loss("cross_entropy", "multiclass", logits.shape[-1])(logits, targets)
+    return create_loss("cross_entropy", MULTICLASS, logits.shape[-1])(logits, targets)
 
 
 def _cross_entropy_cases() -> list[Case]:
@@ -247,7 +248,7 @@ def _cross_entropy_cases() -> list[Case]:
 
 
 def _huber(prediction: torch.Tensor, target: torch.Tensor, delta: float) -> torch.Tensor:
-    return create_loss({"name": "huber", "delta": delta}, "regression")(prediction, target)
+    return create_loss({"name": "huber", "delta": delta}, REGRESSION)(prediction, target)
 
 
 def _huber_cases() -> list[Case]:
@@ -330,7 +331,7 @@ def _sgd_step(
         layer.weight.copy_(w[None])
         layer.bias.fill_(float(b))
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)  # optimizer=sgd
-    create_loss("mse", "regression", 1)(net(x), y).backward()
+    create_loss("mse", REGRESSION, 1)(net(x), y).backward()
     optimizer.step()
     return layer.weight[0].detach(), layer.bias[0].detach()
 

@@ -33,7 +33,9 @@ class Abs(nn.Module):
 
 
 class Maxout(nn.Module):
-    """`out_features` units, each the max over `k` affine maps of the input (Goodfellow 2013).
+    """`out_features` units, each the max over `k` affine maps of the input (Goodfellow 2013):
+
+        h_i(x) = max_j z_ij,   z_ij = x · W_ij + b_ij,   j = 1..k.
 
     It holds its layer's affine map as `linear` (what initializers initialise), so a network
     uses it instead of a Linear layer, not after one."""
@@ -47,8 +49,9 @@ class Maxout(nn.Module):
         self.linear = nn.Linear(in_features, out_features * k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.linear(x)
-        return z.view(*z.shape[:-1], self.out_features, self.k).amax(dim=-1)
+        z = self.linear(x)  # (..., out_features * k): every piece's affine map z_ij
+        z = z.view(*z.shape[:-1], self.out_features, self.k)  # (..., out_features, k)
+        return z.amax(dim=-1)  # (..., out_features): h_i = max_j z_ij
 
 
 def _leaky_relu(negative_slope: float = 0.01) -> nn.Module:

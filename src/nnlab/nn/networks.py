@@ -137,13 +137,14 @@ class Perceptron(nn.Module):
 
         Returns the total change (Δw, Δb) and the number of mistakes; the caller applies it.
         """
-        w0, b0 = self.linear.weight[0], self.linear.bias[0]
+        w0, b0 = self.linear.weight[0], self.linear.bias[0]  # w: (d,), b: ()
         w, b = w0.clone(), b0.clone()
         mistakes = torch.zeros((), dtype=torch.long, device=x.device)
-        for xi, yi in zip(x.flatten(1), y.to(x.dtype), strict=True):
-            error = yi - self.step(xi @ w + b).to(x.dtype)  # y − ŷ ∈ {−1, 0, 1}
-            w += self.lr * error * xi
-            b += self.lr * error
+        for xi, yi in zip(x.flatten(1), y.to(x.dtype), strict=True):  # xi: (d,), yi: ()
+            y_hat = self.step(xi @ w + b).to(x.dtype)  # ŷ = 1[w·x + b ≥ 0]
+            error = yi - y_hat  # y − ŷ ∈ {−1, 0, 1}: 0 when right, no update
+            w += self.lr * error * xi  # w := w + lr·(y − ŷ)·x
+            b += self.lr * error  # b := b + lr·(y − ŷ)
             mistakes += error.ne(0).long()
         return (w - w0).unsqueeze(0), (b - b0).unsqueeze(0), mistakes
 
