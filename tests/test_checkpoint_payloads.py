@@ -204,6 +204,13 @@ def _entry_config(make_cfg, entry: str, ckpt: str, folder: Path):
     return train, make_cfg(*RESUME, *common)
 
 
+def _entry_given(make_cfg, trained, change: Callable[[dict[str, Any]], None], entry, folder):
+    """An entry point and its config, given the trained checkpoint as `change` leaves it."""
+    path = folder / "changed.ckpt"
+    torch.save(_modified(trained, change), path)
+    return _entry_config(make_cfg, entry, str(path), folder)
+
+
 ENTRIES = ("eval", "predict", "resume")
 # Every position through every entry point, the payloads taken in turn.
 ENTRY_CASES = [
@@ -365,9 +372,7 @@ def test_a_checkpoint_that_says_more_than_data_is_refused(trained, tmp_path, cas
 def test_non_finite_weights_are_refused_by_every_entry_point(
     make_cfg, trained, tmp_path, entry
 ) -> None:
-    path = tmp_path / "diverged.ckpt"
-    torch.save(_modified(trained, _nan_weight), path)
-    main, cfg = _entry_config(make_cfg, entry, str(path), tmp_path)
+    main, cfg = _entry_given(make_cfg, trained, _nan_weight, entry, tmp_path)
     with pytest.raises(SystemExit, match="its weights are not finite"):
         cli.run(main, cfg)
 
@@ -398,9 +403,7 @@ def _older_spec(checkpoint: dict[str, Any]) -> None:
 def test_a_checkpoint_with_an_older_spec_is_evaluated_predicted_and_resumed(
     make_cfg, trained, tmp_path, entry
 ) -> None:
-    path = tmp_path / "older.ckpt"
-    torch.save(_modified(trained, _older_spec), path)
-    main, cfg = _entry_config(make_cfg, entry, str(path), tmp_path)
+    main, cfg = _entry_given(make_cfg, trained, _older_spec, entry, tmp_path)
     cli.run(main, cfg)  # no error: the spec is read as this version writes it
     if entry == "predict":
         rows = (Path(cfg.paths.output_dir) / "predictions.csv").read_text().splitlines()
