@@ -35,7 +35,6 @@ class SteppedModule(Protocol):
     net: torch.nn.Module
     sums: Any  # nnlab.tasks.metrics.EpochSums: add(), zero(), samples
     divergence: Any  # nnlab.tasks.divergence.DivergenceWatch: after_step()
-    automatic_optimization: bool
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None: ...
     def shared_step(self, batch: Batch, stage: str, count: bool = True) -> torch.Tensor: ...
